@@ -1,0 +1,395 @@
+package child
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func quietLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Output: io.Discard})
+}
+
+func newTestServer(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	cfg.Addr = "127.0.0.1:0"
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// serve runs s.Serve in the background and returns its result channel.
+func serve(s *Server, ctx context.Context, h http.Handler) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, h) }()
+	return done
+}
+
+func result(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return")
+		return nil
+	}
+}
+
+// rawConn is a keep-alive HTTP/1.1 connection driven by hand.
+type rawConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{c, bufio.NewReader(c)}
+}
+
+func (c *rawConn) get(t *testing.T, path string) *http.Response {
+	t.Helper()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// The drain order of DESIGN.md, observed from outside: once draining, a
+// request on an idle keep-alive connection is still served, with
+// "Connection: close"; health says 503; the request in flight completes;
+// Serve returns nil because nothing was cut off.
+func TestServe_drainClosesKeepAliveAfterNextRequest(t *testing.T) {
+	s := newTestServer(t, Config{})
+	release := make(chan struct{})
+	started := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/fast", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("/block", func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		io.WriteString(w, "done")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, mux)
+
+	idle := dial(t, s.Addr())
+	if resp := idle.get(t, "/fast"); resp.Close {
+		t.Fatal("keep-alive connection closed before the drain")
+	}
+	busy := dial(t, s.Addr())
+	fmt.Fprintf(busy, "GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+
+	cancel()
+	<-s.Stopping()
+	resp := idle.get(t, "/fast")
+	if !resp.Close {
+		t.Fatal("response during the drain: want Connection: close")
+	}
+	rec := httptest.NewRecorder()
+	s.Health().ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"draining"`) {
+		t.Fatalf("health while draining: want 503 draining, have %d %s", rec.Code, rec.Body)
+	}
+	if _, err := net.DialTimeout("tcp", s.Addr(), time.Second); err == nil {
+		t.Fatal("the listener still accepts connections during the drain")
+	}
+
+	close(release)
+	br, err := http.ReadResponse(busy.br, nil)
+	if err != nil {
+		t.Fatalf("request in flight: %v", err)
+	}
+	if body, _ := io.ReadAll(br.Body); string(body) != "done" || br.StatusCode != 200 || !br.Close {
+		t.Fatalf("request in flight: want 200 \"done\" with Connection: close, have %d %q close=%v", br.StatusCode, body, br.Close)
+	}
+	if err := result(t, done); err != nil {
+		t.Fatalf("Serve: want nil, have %v", err)
+	}
+}
+
+// A request still running at the shutdown timeout is cut off: Serve
+// reports it and ExitCode says ExitAbandoned.
+func TestServe_shutdownTimeoutCutsRequest(t *testing.T) {
+	s := newTestServer(t, Config{DrainTimeout: time.Millisecond, ShutdownTimeout: time.Millisecond})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, h)
+	c := dial(t, s.Addr())
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	cancel()
+	err := result(t, done)
+	var derr *DrainError
+	if !errors.As(err, &derr) || derr.Requests != 1 {
+		t.Fatalf("want a DrainError with 1 request, have %v", err)
+	}
+	if code := ExitCode(err); code != ExitAbandoned {
+		t.Fatalf("exit code: want %d, have %d", ExitAbandoned, code)
+	}
+}
+
+// Background tasks are stopped only after HTTP drained, and work offered
+// after that gets ErrClosed.
+func TestTasks_stopAfterHTTPAndCloseTheDoor(t *testing.T) {
+	s := newTestServer(t, Config{})
+	var order []string
+	var mu sync.Mutex
+	note := func(s string) {
+		mu.Lock()
+		order = append(order, s)
+		mu.Unlock()
+	}
+	if err := s.Go("worker", func(ctx context.Context) error {
+		<-ctx.Done()
+		note("task stopped")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		note("request done")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, h)
+	c := dial(t, s.Addr())
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	cancel()
+	<-s.Stopping()
+	close(release)
+	if err := result(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if want := "request done,task stopped"; strings.Join(order, ",") != want {
+		t.Fatalf("order: want %s, have %s", want, strings.Join(order, ","))
+	}
+	if err := s.Go("late", func(context.Context) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Go after the drain: want ErrClosed, have %v", err)
+	}
+}
+
+// A task that fails while serving stops the server: the acknowledged
+// work may depend on it.
+func TestTasks_failureDrainsServer(t *testing.T) {
+	s := newTestServer(t, Config{})
+	boom := errors.New("database gone")
+	fail := make(chan struct{})
+	s.Go("writer", func(ctx context.Context) error {
+		<-fail
+		return boom
+	})
+	done := serve(s, context.Background(), http.NotFoundHandler())
+	close(fail)
+	err := result(t, done)
+	if !errors.Is(err, boom) || ExitCode(err) != ExitFailure {
+		t.Fatalf("want the task's error and ExitFailure, have %v (%d)", err, ExitCode(err))
+	}
+}
+
+// A task still running at the task deadline is reported with the work it
+// holds.
+func TestTasks_deadlineReportsPending(t *testing.T) {
+	s := newTestServer(t, Config{TaskTimeout: 10 * time.Millisecond})
+	stuck := make(chan struct{})
+	defer close(stuck)
+	s.Start(Task{Name: "stuck", Pending: func() int { return 42 }, Run: func(ctx context.Context) error {
+		<-stuck
+		return nil
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := result(t, serve(s, ctx, http.NotFoundHandler()))
+	var derr *DrainError
+	if !errors.As(err, &derr) || derr.Pending != 42 || len(derr.Tasks) != 1 || derr.Tasks[0] != "stuck" {
+		t.Fatalf("want stuck holding 42, have %v", err)
+	}
+	if !strings.Contains(err.Error(), "42 pending") {
+		t.Fatalf("message does not say how much: %q", err)
+	}
+}
+
+func TestBatchWriter_flushesEverythingEnqueuedBeforeClose(t *testing.T) {
+	var mu sync.Mutex
+	var written []int
+	var batches int
+	w := NewBatchWriter(BatchConfig[int]{Size: 10, Interval: time.Hour, Flush: func(ctx context.Context, b []int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		batches++
+		written = append(written, b...)
+		return nil
+	}})
+	for i := 0; i < 95; i++ {
+		if err := w.Enqueue(context.Background(), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(written) != 95 || w.Pending() != 0 {
+		t.Fatalf("want 95 written and none pending, have %d written, %d pending", len(written), w.Pending())
+	}
+	for i, v := range written {
+		if v != i {
+			t.Fatalf("order: item %d is %d", i, v)
+		}
+	}
+	if batches != 10 {
+		t.Fatalf("want 10 batches of at most 10, have %d", batches)
+	}
+	if err := w.Enqueue(context.Background(), 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Enqueue after close: want ErrClosed, have %v", err)
+	}
+}
+
+func TestBatchWriter_retriesFailedBatch(t *testing.T) {
+	fails := 2
+	var got []string
+	var errs int
+	w := NewBatchWriter(BatchConfig[string]{
+		Flush: func(ctx context.Context, b []string) error {
+			if fails > 0 {
+				fails--
+				return errors.New("busy")
+			}
+			got = append(got, b...)
+			return nil
+		},
+		OnError: func(error, int) { errs++ },
+	})
+	w.Enqueue(context.Background(), "a")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || errs != 2 {
+		t.Fatalf("want 1 item written after 2 errors, have %d after %d", len(got), errs)
+	}
+}
+
+func TestBatchWriter_fullQueueWaitsForRoom(t *testing.T) {
+	w := NewBatchWriter(BatchConfig[int]{Queue: 1, Flush: func(context.Context, []int) error { return nil }})
+	w.Enqueue(context.Background(), 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Enqueue(ctx, 2); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Enqueue on a full queue: want the context's error, have %v", err)
+	}
+}
+
+func TestWithDefaults_fitInStopTimeout(t *testing.T) {
+	sum := func(c Config) time.Duration {
+		return c.CloseTimeout + c.DrainTimeout + c.ShutdownTimeout + c.TaskTimeout
+	}
+	for _, tc := range []struct {
+		stop string
+		want time.Duration
+	}{
+		{"", 26 * time.Second},
+		{"30s", 26 * time.Second},
+		{"10s", 9 * time.Second},
+		{"bogus", 26 * time.Second},
+	} {
+		c := withDefaults(Config{}, tc.stop)
+		if got := sum(c); got < tc.want-time.Millisecond || got > tc.want {
+			t.Errorf("BATON_STOP_TIMEOUT=%q: want the bounds to add up to %v, have %v", tc.stop, tc.want, got)
+		}
+	}
+	if c := withDefaults(Config{TaskTimeout: time.Minute}, "10s"); c.TaskTimeout != time.Minute {
+		t.Errorf("an explicit TaskTimeout was changed to %v", c.TaskTimeout)
+	}
+}
+
+func TestInheritedFiles_sdListenFdsRules(t *testing.T) {
+	self := os.Getpid()
+	pid := fmt.Sprint(self)
+	for _, tc := range []struct {
+		name               string
+		pidVar, fds, names string
+		wantIgnored        string
+		wantErr            string
+		wantNames          []string
+	}{
+		{name: "nothing"},
+		{name: "no pid", fds: "1", wantIgnored: "LISTEN_PID is not"},
+		{name: "other pid", pidVar: "1", fds: "1", wantIgnored: "LISTEN_PID=1 is not this process"},
+		{name: "bad pid", pidVar: "x", fds: "1", wantErr: "bad LISTEN_PID"},
+		{name: "bad count", pidVar: pid, fds: "two", wantErr: "bad LISTEN_FDS"},
+		{name: "zero", pidVar: pid, fds: "0", wantErr: "bad LISTEN_FDS"},
+		{name: "names mismatch", pidVar: pid, fds: "1", names: "a:b", wantErr: "2 names for 1"},
+		{name: "not a socket", pidVar: pid, fds: "1", names: "http", wantErr: "not a socket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := os.Open(os.DevNull) // an inherited fd that is not a socket
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			files, names, ignored, err := inheritedFiles(tc.pidVar, tc.fds, tc.names, self, int(f.Fd()))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want error %q, have %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(ignored, tc.wantIgnored) || (tc.wantIgnored == "" && ignored != "") {
+				t.Fatalf("ignored: want %q, have %q", tc.wantIgnored, ignored)
+			}
+			if len(files) != 0 || len(names) != 0 {
+				t.Fatalf("want no sockets, have %v", names)
+			}
+		})
+	}
+}

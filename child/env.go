@@ -1,0 +1,161 @@
+package child
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/baton-run/baton/internal/protocol"
+)
+
+// The protocol environment is read once per process and then removed, so
+// that programs this process starts do not take sockets or notifications
+// that were meant for it (sd_listen_fds(3) with unset_environment set).
+var env struct {
+	once      sync.Once
+	mu        sync.Mutex
+	files     map[string]*os.File // inherited sockets not yet taken, by name
+	names     []string            // all inherited names, in fd order
+	listenErr error               // the inherited sockets were unusable
+	ignored   string              // why LISTEN_FDS was ignored, for the log
+	notify    string              // NOTIFY_SOCKET
+}
+
+func takeEnv() {
+	env.once.Do(func() {
+		env.notify = os.Getenv(protocol.EnvNotifySocket)
+		os.Unsetenv(protocol.EnvNotifySocket)
+		env.files, env.names, env.ignored, env.listenErr = inheritedFiles(
+			os.Getenv(protocol.EnvListenPID),
+			os.Getenv(protocol.EnvListenFDs),
+			os.Getenv(protocol.EnvListenFDNames),
+			os.Getpid(), protocol.FirstFD,
+		)
+		os.Unsetenv(protocol.EnvListenPID)
+		os.Unsetenv(protocol.EnvListenFDs)
+		os.Unsetenv(protocol.EnvListenFDNames)
+	})
+}
+
+// inheritedFiles applies the rules of sd_listen_fds_with_names(3): no
+// LISTEN_PID, or one that is not this process, means "nothing passed to
+// us" (ignored says why when the variables were present); an unparsable
+// value, a count below 1, or a name list of the wrong length is an error.
+func inheritedFiles(pidVar, fdsVar, namesVar string, self, first int) (files map[string]*os.File, names []string, ignored string, err error) {
+	if pidVar == "" {
+		if fdsVar != "" {
+			ignored = "LISTEN_FDS is set but LISTEN_PID is not"
+		}
+		return nil, nil, ignored, nil
+	}
+	pid, err := strconv.Atoi(pidVar)
+	if err != nil || pid <= 0 {
+		return nil, nil, "", fmt.Errorf("child: bad LISTEN_PID %q", pidVar)
+	}
+	if pid != self {
+		return nil, nil, fmt.Sprintf("LISTEN_PID=%d is not this process (%d)", pid, self), nil
+	}
+	if fdsVar == "" {
+		return nil, nil, "", nil
+	}
+	n, err := strconv.Atoi(fdsVar)
+	if err != nil || n <= 0 {
+		return nil, nil, "", fmt.Errorf("child: bad LISTEN_FDS %q", fdsVar)
+	}
+	names = protocol.SplitNames(namesVar, n)
+	if namesVar != "" {
+		if got := len(strings.Split(namesVar, ":")); got != n {
+			return nil, nil, "", fmt.Errorf("child: LISTEN_FDNAMES has %d names for %d sockets", got, n)
+		}
+	}
+	files = make(map[string]*os.File, n)
+	for i, name := range names {
+		fd := first + i
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil {
+			return nil, nil, "", fmt.Errorf("child: inherited fd %d (%s): %w", fd, name, err)
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+			return nil, nil, "", fmt.Errorf("child: inherited fd %d (%s) is not a socket", fd, name)
+		}
+		syscall.CloseOnExec(fd)
+		if _, dup := files[name]; dup {
+			// Several sockets may share a name; the first one is taken by
+			// name and the others stay reachable through their position.
+			name = fmt.Sprintf("%s#%d", name, i)
+			names[i] = name
+		}
+		files[name] = os.NewFile(uintptr(fd), name)
+	}
+	return files, names, "", nil
+}
+
+// Inherited reports the names of the sockets this process was started
+// with, in descriptor order, whether or not they were taken yet. It is
+// empty when the process was not socket-activated.
+func Inherited() []string {
+	takeEnv()
+	return append([]string(nil), env.names...)
+}
+
+// Listen returns the inherited socket called name, or, when this process
+// was started without inherited sockets, a socket of its own on addr.
+// An address of the form "unix:/path" is a unix socket; any other is TCP.
+//
+// When sockets were inherited but none is called name, Listen fails rather
+// than bind a second socket beside the supervisor's. A sole inherited
+// socket without a name (systemd's "unknown") is taken for any name.
+// Each inherited socket can be taken once.
+func Listen(name, addr string) (net.Listener, error) {
+	takeEnv()
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	if env.listenErr != nil {
+		return nil, env.listenErr
+	}
+	if len(env.names) == 0 {
+		if addr == "" {
+			return nil, fmt.Errorf("child: no inherited socket %q and no address to listen on", name)
+		}
+		network, address := splitAddr(addr)
+		return net.Listen(network, address)
+	}
+	f, ok := env.files[name]
+	if !ok && len(env.names) == 1 && env.names[0] == "unknown" {
+		name = "unknown"
+		f, ok = env.files[name]
+	}
+	if !ok {
+		return nil, fmt.Errorf("child: no inherited socket named %q (this process was given %q); name the listener %q in the supervisor's config or pass its name in LISTEN_FDNAMES", name, env.names, name)
+	}
+	delete(env.files, name)
+	l, err := net.FileListener(f) // dups the descriptor
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("child: inherited socket %q: %w", name, err)
+	}
+	return l, nil
+}
+
+func splitAddr(addr string) (network, address string) {
+	if len(addr) > 5 && addr[:5] == "unix:" {
+		return "unix", addr[5:]
+	}
+	return "tcp", addr
+}
+
+// Generation is the generation number baton gave this process
+// (BATON_GENERATION), or 0 when it runs without baton.
+func Generation() int {
+	n, _ := strconv.Atoi(os.Getenv(protocol.EnvGeneration))
+	return n
+}
+
+// Supervised reports whether this process was started by baton.
+func Supervised() bool {
+	return os.Getenv(protocol.EnvProgram) != ""
+}

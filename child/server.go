@@ -1,0 +1,437 @@
+package child
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Defaults of Config. Together they stay below baton's default stop
+// timeout of 30 s, so that a healthy child is never killed while it drains:
+// 1 s + 10 s + 5 s + 10 s = 26 s.
+const (
+	// DefaultListenerName is the inherited socket Serve takes.
+	DefaultListenerName = "http"
+	// DefaultAddr is where Serve listens when no socket was inherited.
+	DefaultAddr = "127.0.0.1:8080"
+	// DefaultCloseTimeout bounds closing this process's copy of the
+	// listening socket (see the O_NONBLOCK note in the package doc).
+	DefaultCloseTimeout = 1 * time.Second
+	// DefaultDrainTimeout bounds the wait for open connections to close
+	// after responses started to carry "Connection: close".
+	DefaultDrainTimeout = 10 * time.Second
+	// DefaultShutdownTimeout bounds http.Server.Shutdown, which then
+	// waits for the requests still in flight.
+	DefaultShutdownTimeout = 5 * time.Second
+	// DefaultTaskTimeout bounds the wait for background tasks after
+	// their context was cancelled.
+	DefaultTaskTimeout = 10 * time.Second
+)
+
+// EnvStopTimeout is set by baton to the program's stop timeout. When it is
+// shorter than the sum of the defaults, the defaults of the timeouts left
+// zero in Config are scaled down to fit in 90 % of it.
+const EnvStopTimeout = "BATON_STOP_TIMEOUT"
+
+// Config configures a Server. The zero value serves on the inherited
+// socket "http", or on 127.0.0.1:8080 without one, with the default
+// timeouts.
+type Config struct {
+	// Listener is the name of the inherited socket to serve on.
+	// Default DefaultListenerName.
+	Listener string
+	// Addr is the address to listen on when the process inherited no
+	// sockets: "host:port", or "unix:/path". Default DefaultAddr.
+	Addr string
+	// Logger receives the server's events. Default NewLogger("child").
+	Logger hclog.Logger
+	// HTTP, when set, provides the settings of the http.Server (timeouts,
+	// TLS, error log). Its Handler and ConnState are replaced.
+	HTTP *http.Server
+	// Signals start the drain. Default SIGTERM and SIGINT.
+	Signals []os.Signal
+
+	CloseTimeout    time.Duration // default DefaultCloseTimeout
+	DrainTimeout    time.Duration // default DefaultDrainTimeout
+	ShutdownTimeout time.Duration // default DefaultShutdownTimeout
+	TaskTimeout     time.Duration // default DefaultTaskTimeout
+}
+
+// ErrClosed is returned for work submitted after the drain closed the
+// door: by Server.Go and Server.Start once background tasks are stopping,
+// and by BatchWriter.Enqueue once its task was told to finish.
+var ErrClosed = errors.New("child: closed: the server is shutting down")
+
+// Server serves HTTP on an inherited or own socket, tracks background
+// tasks, and on a stop signal drains both in the order described in the
+// package documentation.
+//
+// Go, Start, Draining and Health are safe for concurrent use; Serve is
+// called once.
+type Server struct {
+	cfg  Config
+	log  hclog.Logger
+	ln   *boundedListener
+	addr string
+
+	draining atomic.Bool
+	stopping chan struct{} // closed when the drain begins
+	inflight atomic.Int64
+	conns    connCounter
+	tasks    taskGroup
+	serving  atomic.Bool
+}
+
+// New takes the listening socket, inherited or its own, and returns a
+// Server that is not serving yet. Background tasks may be started before
+// Serve is called.
+func New(cfg Config) (*Server, error) {
+	takeEnv()
+	cfg = withDefaults(cfg, os.Getenv(EnvStopTimeout))
+	if cfg.Logger == nil {
+		cfg.Logger = NewLogger("child")
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{})}
+	if env.ignored != "" {
+		s.log.Warn("ignoring inherited sockets", "reason", env.ignored)
+	}
+	l, err := Listen(cfg.Listener, cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s.ln = &boundedListener{Listener: l, timeout: cfg.CloseTimeout, done: make(chan struct{})}
+	s.addr = l.Addr().String()
+	if l.Addr().Network() == "unix" {
+		s.addr = "unix:" + s.addr
+	}
+	s.conns.changed = make(chan struct{})
+	s.tasks.init()
+	return s, nil
+}
+
+func withDefaults(cfg Config, stopTimeout string) Config {
+	if cfg.Listener == "" {
+		cfg.Listener = DefaultListenerName
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if len(cfg.Signals) == 0 {
+		cfg.Signals = []os.Signal{syscall.SIGTERM, syscall.SIGINT}
+	}
+	scale := 1.0
+	if d, err := time.ParseDuration(stopTimeout); err == nil && d > 0 {
+		sum := DefaultCloseTimeout + DefaultDrainTimeout + DefaultShutdownTimeout + DefaultTaskTimeout
+		if budget := d * 9 / 10; budget < sum {
+			scale = float64(budget) / float64(sum)
+		}
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = time.Duration(float64(d) * scale)
+		}
+	}
+	def(&cfg.CloseTimeout, DefaultCloseTimeout)
+	def(&cfg.DrainTimeout, DefaultDrainTimeout)
+	def(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	def(&cfg.TaskTimeout, DefaultTaskTimeout)
+	return cfg
+}
+
+// Addr is the address the server listens on, "unix:/path" for a unix
+// socket.
+func (s *Server) Addr() string { return s.addr }
+
+// Draining reports whether the drain has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Stopping returns a channel that is closed when the drain begins, for
+// work that should stop taking input then (queue consumers, tickers)
+// rather than when its task's context is cancelled after HTTP drained.
+func (s *Server) Stopping() <-chan struct{} { return s.stopping }
+
+// Serve serves h until one of the configured signals arrives, ctx is
+// cancelled, or a background task fails; then it drains and returns.
+//
+// It returns nil when every request in flight and every background task
+// finished within their bounds, a *DrainError when a bound cut work off,
+// and another error when serving or a task failed. Pass the result to
+// ExitCode to get the process's exit status.
+func (s *Server) Serve(ctx context.Context, h http.Handler) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return errors.New("child: Serve called twice")
+	}
+	// A broken stdout or stderr (the supervisor died) must not kill the
+	// process in the middle of its drain: with SIGPIPE delivered to a
+	// channel, writes fail with EPIPE instead. Unlike signal.Ignore, this
+	// leaves SIGPIPE's default in place for programs this process execs.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, s.cfg.Signals...)
+	defer signal.Stop(sigs)
+
+	srv := s.cfg.HTTP
+	if srv == nil {
+		srv = &http.Server{ReadHeaderTimeout: 30 * time.Second}
+	}
+	srv.Handler = s.wrap(h)
+	srv.ConnState = s.conns.track
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(s.ln) }()
+	s.log.Info("serving", "addr", s.addr, "generation", Generation(), "pid", os.Getpid())
+	s.notify("READY=1\nSTATUS=serving on " + s.addr)
+
+	var cause error
+	select {
+	case sig := <-sigs:
+		s.log.Info("draining", "signal", sig.String())
+	case <-ctx.Done():
+		s.log.Info("draining", "reason", context.Cause(ctx))
+	case err := <-serveErr:
+		cause = fmt.Errorf("child: serve: %w", err)
+		s.log.Error("serving failed, draining", "error", err)
+	case err := <-s.tasks.failed:
+		cause = err
+		s.log.Error("background task failed, draining", "error", err)
+	}
+	return errors.Join(cause, s.drain(srv))
+}
+
+// drain performs the measured sequence of DESIGN.md: stop accepting, ask
+// clients to close, wait for connections to go, shut down what remains,
+// and only then finish the background tasks.
+func (s *Server) drain(srv *http.Server) error {
+	start := time.Now()
+	s.notify("STOPPING=1\nSTATUS=draining")
+
+	// 1. Close this process's copy of the listening socket. The supervisor
+	// and the next generation keep theirs, so connections waiting in the
+	// accept queue are served by the next generation.
+	if err := s.ln.Close(); errors.Is(err, errCloseTimeout) {
+		s.log.Warn("closing the listener timed out; draining anyway", "timeout", s.cfg.CloseTimeout)
+	}
+	// 2. Every response from now on carries "Connection: close".
+	s.draining.Store(true)
+	close(s.stopping)
+
+	// 3. Wait for the connections to go, then shut down what remains.
+	open := s.conns.waitZero(s.cfg.DrainTimeout, func(n int) {
+		s.notify(fmt.Sprintf("STATUS=draining: %d connections open", n))
+	})
+	if open > 0 {
+		s.log.Info("drain timeout: shutting down the remaining connections", "open", open, "timeout", s.cfg.DrainTimeout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	err := srv.Shutdown(ctx)
+	cancel()
+	var derr DrainError
+	if err != nil {
+		derr.Requests = int(s.inflight.Load())
+		srv.Close()
+		s.log.Error("requests cut off by the shutdown timeout", "requests", derr.Requests, "timeout", s.cfg.ShutdownTimeout)
+	}
+	httpDone := time.Since(start)
+
+	// 4. No handler runs any more: close the door to new background work,
+	// cancel the tasks' context and wait for them, bounded.
+	n := s.tasks.running()
+	if n > 0 {
+		s.notify(fmt.Sprintf("STATUS=waiting for %d background tasks", n))
+	}
+	derr.Tasks, derr.Pending = s.tasks.stop(s.cfg.TaskTimeout)
+	if len(derr.Tasks) > 0 {
+		s.log.Error("background work abandoned at the task deadline",
+			"tasks", strings.Join(derr.Tasks, ","), "pending", derr.Pending, "timeout", s.cfg.TaskTimeout)
+	}
+
+	s.log.Info("drained", "http", httpDone.Round(time.Millisecond), "total", time.Since(start).Round(time.Millisecond))
+	if derr.Requests > 0 || len(derr.Tasks) > 0 {
+		s.notify("STATUS=drained, work abandoned: " + derr.Error())
+		return &derr
+	}
+	s.notify("STATUS=drained")
+	return nil
+}
+
+func (s *Server) notify(state string) {
+	if err := Notify(state); err != nil {
+		s.log.Debug("notify failed", "error", err)
+	}
+}
+
+func (s *Server) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
+		dw := &drainWriter{ResponseWriter: w, draining: &s.draining}
+		h.ServeHTTP(dw, r)
+		if !dw.wrote && s.draining.Load() {
+			// net/http writes the header of a handler that wrote nothing
+			// after it returns: still in time.
+			w.Header().Set("Connection", "close")
+		}
+	})
+}
+
+// drainWriter adds "Connection: close" to a response whose header is
+// written after the drain began, including the responses of requests that
+// were already in flight then: their clients close instead of sending one
+// more request to this process.
+type drainWriter struct {
+	http.ResponseWriter
+	draining *atomic.Bool
+	wrote    bool
+}
+
+func (w *drainWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		if w.draining.Load() {
+			w.ResponseWriter.Header().Set("Connection", "close")
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *drainWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps sendfile for static files.
+func (w *drainWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(w.ResponseWriter, r)
+}
+
+func (w *drainWriter) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack passes through; a hijacked connection (a WebSocket) leaves the
+// connection count and is not drained.
+func (w *drainWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// CloseNotify passes through: gin's Context.Stream still uses it.
+func (w *drainWriter) CloseNotify() <-chan bool {
+	//lint:ignore SA1019 gin requires it
+	return w.ResponseWriter.(http.CloseNotifier).CloseNotify()
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *drainWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// connCounter counts the server's open connections through ConnState.
+type connCounter struct {
+	mu      sync.Mutex
+	n       int
+	changed chan struct{} // closed and replaced on every change
+}
+
+func (c *connCounter) track(_ net.Conn, state http.ConnState) {
+	var d int
+	switch state {
+	case http.StateNew:
+		d = 1
+	case http.StateClosed, http.StateHijacked:
+		d = -1
+	default:
+		return
+	}
+	c.mu.Lock()
+	c.n += d
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// waitZero waits up to timeout for the count to reach zero and returns
+// the count it saw last. progress is called about once a second.
+func (c *connCounter) waitZero(timeout time.Duration, progress func(n int)) int {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		c.mu.Lock()
+		n, changed := c.n, c.changed
+		c.mu.Unlock()
+		if n <= 0 {
+			return 0
+		}
+		select {
+		case <-changed:
+		case <-tick.C:
+			progress(n)
+		case <-deadline.C:
+			return n
+		}
+	}
+}
+
+var errCloseTimeout = errors.New("child: closing the listener timed out")
+
+// boundedListener makes Close idempotent and bounded. Close of a socket
+// whose shared file description was switched to blocking mode by another
+// process hangs while a goroutine sits in accept(2); the drain must go on.
+type boundedListener struct {
+	net.Listener
+	timeout time.Duration
+	once    sync.Once
+	done    chan struct{}
+	err     error
+}
+
+func (l *boundedListener) Close() error {
+	first := false
+	l.once.Do(func() {
+		first = true
+		go func() {
+			l.err = l.Listener.Close()
+			close(l.done)
+		}()
+	})
+	if !first {
+		// http.Server.Shutdown closes it again: only the first caller waits.
+		select {
+		case <-l.done:
+			return l.err
+		default:
+			return errCloseTimeout
+		}
+	}
+	t := time.NewTimer(l.timeout)
+	defer t.Stop()
+	select {
+	case <-l.done:
+		return l.err
+	case <-t.C:
+		return errCloseTimeout
+	}
+}
