@@ -1,0 +1,105 @@
+// Command orders is a Gin server that acknowledges orders at once and
+// writes them to SQLite from a background batch writer, and never loses an
+// acknowledged order when it is stopped: the child package drains HTTP
+// first, then the writer.
+//
+// It runs under baton (socket "http"), under systemd socket activation,
+// or alone:
+//
+//	ORDERS_ADDR  address when no socket is inherited (default 127.0.0.1:8080)
+//	ORDERS_DB    SQLite database file (default orders.db)
+//
+// Endpoints:
+//
+//	POST /orders        {"id": "…", "item": "…", "qty": N} → 202 {"id": "…"}
+//	GET  /orders/count  {"count": N}, the orders written
+//	GET  /healthz       {"status":"ok","pid":P,"generation":G}; 503 while draining
+package main
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/baton-run/baton/child"
+	"github.com/gin-gonic/gin"
+)
+
+func main() {
+	os.Exit(run(options{}))
+}
+
+// options are the seams the tests use; the zero value is production.
+type options struct {
+	flushDelay time.Duration // added before each batch write: a slow database
+	child      child.Config  // timeouts
+}
+
+func run(opt options) int {
+	log := child.NewLogger("orders")
+	dbPath := os.Getenv("ORDERS_DB")
+	if dbPath == "" {
+		dbPath = "orders.db"
+	}
+	st, err := openStore(dbPath)
+	if err != nil {
+		log.Error("cannot open the database", "error", err)
+		return child.ExitFailure
+	}
+	defer st.close()
+
+	cfg := opt.child
+	cfg.Listener = "http"
+	cfg.Addr = os.Getenv("ORDERS_ADDR")
+	cfg.Logger = log
+	srv, err := child.New(cfg)
+	if err != nil {
+		log.Error("cannot listen", "error", err)
+		return child.ExitFailure
+	}
+
+	flush := st.insert
+	if opt.flushDelay > 0 {
+		flush = func(ctx context.Context, batch []order) error {
+			select {
+			case <-time.After(opt.flushDelay):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return st.insert(ctx, batch)
+		}
+	}
+	writer := child.NewBatchWriter(child.BatchConfig[order]{
+		Flush: flush,
+		OnError: func(err error, n int) {
+			log.Warn("writing orders failed, retrying", "orders", n, "error", err)
+		},
+	})
+	if err := srv.Start(writer.Task("order-writer")); err != nil {
+		log.Error("cannot start the writer", "error", err)
+		return child.ExitFailure
+	}
+
+	err = srv.Serve(context.Background(), newRouter(srv, st, writer))
+	if err != nil {
+		log.Error("stopped with an error", "error", err)
+	}
+	return child.ExitCode(err)
+}
+
+func newRouter(srv *child.Server, st *store, w *child.BatchWriter[order]) *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.Recovery())
+	r.POST("/orders", postOrder(w))
+	r.GET("/orders/count", func(c *gin.Context) {
+		n, err := st.count(c.Request.Context())
+		if err != nil {
+			c.JSON(500, gin.H{"error": err.Error()})
+			return
+		}
+		c.JSON(200, gin.H{"count": n})
+	})
+	r.GET("/healthz", gin.WrapH(srv.Health()))
+	return r
+}

@@ -1,0 +1,201 @@
+// Package proctest runs real processes in tests: the test binary
+// re-executed as a fake child (as os/exec's own tests do), with its output
+// captured and waited on line by line, never by sleeping.
+package proctest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// EnvChild names the fake child the test binary should become.
+const EnvChild = "BATON_TEST_CHILD"
+
+// Main is called from TestMain: when the binary was started as a fake
+// child it runs that child and exits with its status; otherwise it runs
+// the tests.
+func Main(m *testing.M, children map[string]func() int) {
+	if name := os.Getenv(EnvChild); name != "" {
+		f, ok := children[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "proctest: no fake child %q\n", name)
+			os.Exit(2)
+		}
+		os.Unsetenv(EnvChild)
+		os.Exit(f())
+	}
+	os.Exit(m.Run())
+}
+
+// Self returns a command that re-executes the test binary as the fake
+// child name, with env added to the test's environment.
+func Self(name string, env ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), EnvChild+"="+name), env...)
+	return cmd
+}
+
+// SelfArgv returns the argv that re-executes the test binary (for
+// supervisors that take a command line) and the environment entry that
+// selects the fake child name.
+func SelfArgv(name string) (argv []string, env string) {
+	return []string{os.Args[0], "-test.run=^$"}, EnvChild + "=" + name
+}
+
+// Proc is a started process whose combined output is collected.
+type Proc struct {
+	Cmd  *exec.Cmd
+	t    testing.TB
+	mu   sync.Mutex
+	out  strings.Builder
+	more chan struct{} // closed and replaced on each new line
+	eof  bool
+	done chan struct{}
+	err  error
+}
+
+// Start starts cmd with stdout and stderr captured, in its own process
+// group, and makes sure at the end of the test that it was reaped: a
+// process still running then is killed with its group.
+func Start(t testing.TB, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		t.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	pw.Close()
+	p := &Proc{Cmd: cmd, t: t, more: make(chan struct{}), done: make(chan struct{})}
+	go p.read(pr)
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+			t.Logf("killed %s (pid %d) at the end of the test; output:\n%s", cmd.Path, cmd.Process.Pid, p.Output())
+		}
+		// Anything left in its process group dies with it.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	})
+	return p
+}
+
+func (p *Proc) read(r io.ReadCloser) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadString('\n')
+		p.mu.Lock()
+		p.out.WriteString(line)
+		if err != nil {
+			p.eof = true
+		}
+		close(p.more)
+		p.more = make(chan struct{})
+		p.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Output returns everything the process wrote so far.
+func (p *Proc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// WaitOutput waits until the output contains substr and returns the line
+// holding it. It fails the test after timeout or when the output ends.
+func (p *Proc) WaitOutput(substr string, timeout time.Duration) string {
+	p.t.Helper()
+	line, ok := p.waitFor(substr, timeout)
+	if !ok {
+		p.t.Fatalf("waited %v for %q in the output of %s; output:\n%s", timeout, substr, p.Cmd.Path, p.Output())
+	}
+	return line
+}
+
+func (p *Proc) waitFor(substr string, timeout time.Duration) (string, bool) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		out, more, eof := p.out.String(), p.more, p.eof
+		p.mu.Unlock()
+		if i := strings.Index(out, substr); i >= 0 {
+			start := strings.LastIndexByte(out[:i], '\n') + 1
+			end := strings.IndexByte(out[i:], '\n')
+			if end < 0 {
+				end = len(out) - i
+			}
+			return out[start : i+end], true
+		}
+		if eof {
+			return "", false
+		}
+		select {
+		case <-more:
+		case <-deadline.C:
+			return "", false
+		}
+	}
+}
+
+// Wait waits up to timeout for the process to exit and returns its state;
+// it fails the test on timeout.
+func (p *Proc) Wait(timeout time.Duration) *os.ProcessState {
+	p.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.t.Fatalf("%s (pid %d) did not exit within %v; output:\n%s", p.Cmd.Path, p.Cmd.Process.Pid, timeout, p.Output())
+	}
+	// Let the reader see the end of the output.
+	p.waitFor("\x00never", 5*time.Second)
+	return p.Cmd.ProcessState
+}
+
+// Done is closed when the process has exited and was reaped.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.Cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signal %v to pid %d: %v", sig, p.Cmd.Process.Pid, err)
+	}
+}
+
+// ExitCode returns the exit status of a process that exited, or -1 with
+// the signal when it was killed.
+func ExitCode(st *os.ProcessState) (int, string) {
+	ws := st.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return -1, ws.Signal().String()
+	}
+	return ws.ExitStatus(), ""
+}
