@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/internal/protocol"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -44,7 +45,7 @@ const (
 // EnvStopTimeout is set by baton to the program's stop timeout. When it is
 // shorter than the sum of the defaults, the defaults of the timeouts left
 // zero in Config are scaled down to fit in 90 % of it.
-const EnvStopTimeout = "BATON_STOP_TIMEOUT"
+const EnvStopTimeout = protocol.EnvStopTimeout
 
 // Config configures a Server. The zero value serves on the inherited
 // socket "http", or on 127.0.0.1:8080 without one, with the default
@@ -192,7 +193,11 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(s.ln) }()
-	s.log.Info("serving", "addr", s.addr, "generation", Generation(), "pid", os.Getpid())
+	if Supervised() {
+		s.log.Info("serving", "addr", s.addr) // baton adds the generation and pid
+	} else {
+		s.log.Info("serving", "addr", s.addr, "pid", os.Getpid())
+	}
 	s.notify("READY=1\nSTATUS=serving on " + s.addr)
 
 	var cause error
@@ -222,7 +227,7 @@ func (s *Server) drain(srv *http.Server) error {
 	// and the next generation keep theirs, so connections waiting in the
 	// accept queue are served by the next generation.
 	if err := s.ln.Close(); errors.Is(err, errCloseTimeout) {
-		s.log.Warn("closing the listener timed out; draining anyway", "timeout", s.cfg.CloseTimeout)
+		s.log.Warn("closing the listener timed out; draining anyway", "timeout", s.cfg.CloseTimeout.String())
 	}
 	// 2. Every response from now on carries "Connection: close".
 	s.draining.Store(true)
@@ -233,7 +238,7 @@ func (s *Server) drain(srv *http.Server) error {
 		s.notify(fmt.Sprintf("STATUS=draining: %d connections open", n))
 	})
 	if open > 0 {
-		s.log.Info("drain timeout: shutting down the remaining connections", "open", open, "timeout", s.cfg.DrainTimeout)
+		s.log.Info("drain timeout: shutting down the remaining connections", "open", open, "timeout", s.cfg.DrainTimeout.String())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	err := srv.Shutdown(ctx)
@@ -242,7 +247,7 @@ func (s *Server) drain(srv *http.Server) error {
 	if err != nil {
 		derr.Requests = int(s.inflight.Load())
 		srv.Close()
-		s.log.Error("requests cut off by the shutdown timeout", "requests", derr.Requests, "timeout", s.cfg.ShutdownTimeout)
+		s.log.Error("requests cut off by the shutdown timeout", "requests", derr.Requests, "timeout", s.cfg.ShutdownTimeout.String())
 	}
 	httpDone := time.Since(start)
 
@@ -255,10 +260,10 @@ func (s *Server) drain(srv *http.Server) error {
 	derr.Tasks, derr.Pending = s.tasks.stop(s.cfg.TaskTimeout)
 	if len(derr.Tasks) > 0 {
 		s.log.Error("background work abandoned at the task deadline",
-			"tasks", strings.Join(derr.Tasks, ","), "pending", derr.Pending, "timeout", s.cfg.TaskTimeout)
+			"tasks", strings.Join(derr.Tasks, ","), "pending", derr.Pending, "timeout", s.cfg.TaskTimeout.String())
 	}
 
-	s.log.Info("drained", "http", httpDone.Round(time.Millisecond), "total", time.Since(start).Round(time.Millisecond))
+	s.log.Info("drained", "http", httpDone.Round(time.Millisecond).String(), "total", time.Since(start).Round(time.Millisecond).String())
 	if derr.Requests > 0 || len(derr.Tasks) > 0 {
 		s.notify("STATUS=drained, work abandoned: " + derr.Error())
 		return &derr

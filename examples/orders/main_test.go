@@ -313,7 +313,7 @@ func drain(msgs <-chan string, p *proctest.Proc) <-chan string {
 // the socket, execs the program on the first connection and passes the
 // socket as fd 3 named "http".
 func TestSystemdSocketActivate(t *testing.T) {
-	tool := requireTool(t, "systemd-socket-activate")
+	tool := proctest.RequireTool(t, "systemd-socket-activate")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "orders.sock")
 	argv, sel := proctest.SelfArgv("orders")
@@ -337,19 +337,4 @@ func TestSystemdSocketActivate(t *testing.T) {
 	if err != nil || len(missing) > 0 {
 		t.Fatalf("missing %d orders (%v)", len(missing), err)
 	}
-}
-
-// requireTool returns the path of a tool a test runs. When it is not
-// installed the test is skipped, unless BATON_REQUIRE_TOOLS is set (as CI
-// sets it), where a missing tool is a failure.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("BATON_REQUIRE_TOOLS") != "" {
-			t.Fatalf("%s is required (BATON_REQUIRE_TOOLS is set) but not installed", name)
-		}
-		t.Skipf("%s is not installed", name)
-	}
-	return path
 }

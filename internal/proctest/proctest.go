@@ -4,13 +4,10 @@
 package proctest
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,16 +20,24 @@ const EnvChild = "BATON_TEST_CHILD"
 // child it runs that child and exits with its status; otherwise it runs
 // the tests.
 func Main(m *testing.M, children map[string]func() int) {
-	if name := os.Getenv(EnvChild); name != "" {
-		f, ok := children[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "proctest: no fake child %q\n", name)
-			os.Exit(2)
-		}
-		os.Unsetenv(EnvChild)
-		os.Exit(f())
-	}
+	RunChild(children)
 	os.Exit(m.Run())
+}
+
+// RunChild runs the fake child the binary was started as, if any, and
+// exits with its status; otherwise it returns.
+func RunChild(children map[string]func() int) {
+	name := os.Getenv(EnvChild)
+	if name == "" {
+		return
+	}
+	f, ok := children[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "proctest: no fake child %q\n", name)
+		os.Exit(2)
+	}
+	os.Unsetenv(EnvChild)
+	os.Exit(f())
 }
 
 // Self returns a command that re-executes the test binary as the fake
@@ -53,11 +58,8 @@ func SelfArgv(name string) (argv []string, env string) {
 // Proc is a started process whose combined output is collected.
 type Proc struct {
 	Cmd  *exec.Cmd
+	Out  *Buffer
 	t    testing.TB
-	mu   sync.Mutex
-	out  strings.Builder
-	more chan struct{} // closed and replaced on each new line
-	eof  bool
 	done chan struct{}
 	err  error
 }
@@ -82,8 +84,12 @@ func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 		t.Fatalf("start %s: %v", cmd.Path, err)
 	}
 	pw.Close()
-	p := &Proc{Cmd: cmd, t: t, more: make(chan struct{}), done: make(chan struct{})}
-	go p.read(pr)
+	p := &Proc{Cmd: cmd, Out: NewBuffer(), t: t, done: make(chan struct{})}
+	go func() {
+		io.Copy(p.Out, pr)
+		pr.Close()
+		p.Out.Close()
+	}()
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -102,67 +108,18 @@ func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 	return p
 }
 
-func (p *Proc) read(r io.ReadCloser) {
-	defer r.Close()
-	br := bufio.NewReaderSize(r, 64<<10)
-	for {
-		line, err := br.ReadString('\n')
-		p.mu.Lock()
-		p.out.WriteString(line)
-		if err != nil {
-			p.eof = true
-		}
-		close(p.more)
-		p.more = make(chan struct{})
-		p.mu.Unlock()
-		if err != nil {
-			return
-		}
-	}
-}
-
 // Output returns everything the process wrote so far.
-func (p *Proc) Output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
+func (p *Proc) Output() string { return p.Out.String() }
 
 // WaitOutput waits until the output contains substr and returns the line
 // holding it. It fails the test after timeout or when the output ends.
 func (p *Proc) WaitOutput(substr string, timeout time.Duration) string {
 	p.t.Helper()
-	line, ok := p.waitFor(substr, timeout)
+	line, ok := p.Out.Wait(substr, 1, timeout)
 	if !ok {
 		p.t.Fatalf("waited %v for %q in the output of %s; output:\n%s", timeout, substr, p.Cmd.Path, p.Output())
 	}
 	return line
-}
-
-func (p *Proc) waitFor(substr string, timeout time.Duration) (string, bool) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		p.mu.Lock()
-		out, more, eof := p.out.String(), p.more, p.eof
-		p.mu.Unlock()
-		if i := strings.Index(out, substr); i >= 0 {
-			start := strings.LastIndexByte(out[:i], '\n') + 1
-			end := strings.IndexByte(out[i:], '\n')
-			if end < 0 {
-				end = len(out) - i
-			}
-			return out[start : i+end], true
-		}
-		if eof {
-			return "", false
-		}
-		select {
-		case <-more:
-		case <-deadline.C:
-			return "", false
-		}
-	}
 }
 
 // Wait waits up to timeout for the process to exit and returns its state;
@@ -175,7 +132,7 @@ func (p *Proc) Wait(timeout time.Duration) *os.ProcessState {
 		p.t.Fatalf("%s (pid %d) did not exit within %v; output:\n%s", p.Cmd.Path, p.Cmd.Process.Pid, timeout, p.Output())
 	}
 	// Let the reader see the end of the output.
-	p.waitFor("\x00never", 5*time.Second)
+	p.Out.WaitClosed(5 * time.Second)
 	return p.Cmd.ProcessState
 }
 
@@ -198,4 +155,19 @@ func ExitCode(st *os.ProcessState) (int, string) {
 		return -1, ws.Signal().String()
 	}
 	return ws.ExitStatus(), ""
+}
+
+// RequireTool returns the path of a tool a test runs. When it is not
+// installed the test is skipped, unless BATON_REQUIRE_TOOLS is set (CI
+// sets it), where a missing tool fails the test.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("BATON_REQUIRE_TOOLS") != "" {
+			t.Fatalf("%s is required (BATON_REQUIRE_TOOLS is set) but not installed", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+	return path
 }

@@ -23,6 +23,9 @@ const (
 	EnvNotifySocket  = "NOTIFY_SOCKET"
 	EnvProgram       = "BATON_PROGRAM"
 	EnvGeneration    = "BATON_GENERATION"
+	// EnvStopTimeout carries the program's stop timeout (a Go duration),
+	// so that the child can fit its drain bounds in it.
+	EnvStopTimeout = "BATON_STOP_TIMEOUT"
 )
 
 // FirstFD is the first inherited file descriptor (SD_LISTEN_FDS_START).
