@@ -1,0 +1,159 @@
+package supervisor
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseConfig_defaults(t *testing.T) {
+	f, diags := ParseConfig([]byte(`
+program "web" {
+  command = ["./bin/web", "-v"]
+  listener "http" { address = "localhost:8080" }
+}
+`), "config.hcl", "/srv")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	p := f.Programs[0]
+	for _, c := range []struct {
+		what       string
+		have, want any
+	}{
+		{"command", strings.Join(p.Command, " "), "/srv/bin/web -v"},
+		{"dir", p.Dir, "/srv"},
+		{"address", p.Listeners[0].Address, "127.0.0.1:8080"},
+		{"ready mode", p.Ready.Mode, ReadyNotify},
+		{"ready timeout", p.Ready.Timeout, DefaultReadyTimeout},
+		{"stop signal", p.Stop.Signal, syscall.SIGTERM},
+		{"stop timeout", p.Stop.Timeout, 30 * time.Second},
+		{"restart", p.Restart.Policy, RestartAlways},
+		{"log level", f.Log.Level, "info"},
+		{"log format", f.Log.Format, "text"},
+	} {
+		if c.have != c.want {
+			t.Errorf("%s: want %v, have %v", c.what, c.want, c.have)
+		}
+	}
+}
+
+func TestParseConfig_everything(t *testing.T) {
+	f, diags := ParseConfig([]byte(`
+log {
+  level  = "debug"
+  format = "json"
+}
+program "web" {
+  command = ["web"]
+  dir     = "app"
+  env     = { B = "2", A = "1" }
+  listener "http" { address = "unix:run/web.sock" }
+  listener "admin" { address = "[::1]:9000" }
+  ready {
+    http     = "/healthz"
+    listener = "admin"
+    timeout  = "5s"
+  }
+  stop {
+    signal  = "INT"
+    timeout = "1m"
+  }
+  restart {
+    policy      = "on-failure"
+    backoff     = "100ms"
+    max_backoff = "5s"
+    reset_after = "10s"
+  }
+}
+`), "config.hcl", "/srv")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	p := f.Programs[0]
+	if p.Command[0] != "web" || p.Dir != "/srv/app" || strings.Join(p.Env, ",") != "A=1,B=2" ||
+		p.Listeners[0].Address != "unix:/srv/run/web.sock" || p.Listeners[1].Address != "[::1]:9000" ||
+		p.Ready.Mode != ReadyHTTP || p.Ready.Listener != "admin" || p.Ready.Timeout != 5*time.Second ||
+		p.Stop.Signal != syscall.SIGINT || p.Stop.Timeout != time.Minute ||
+		p.Restart != (RestartConfig{RestartOnFailure, 100 * time.Millisecond, 5 * time.Second, 10 * time.Second}) ||
+		f.Log != (LogConfig{"debug", "json"}) {
+		t.Fatalf("have %+v, %+v", f.Log, *p)
+	}
+}
+
+// Every invalid value is a diagnostic with its position.
+func TestParseConfig_errorsHavePositions(t *testing.T) {
+	const prog = "program \"web\" {\n  command = [\"./web\"]\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n"
+	for _, tc := range []struct {
+		name string
+		src  string
+		want string // position and message
+	}{
+		{"syntax", "program \"web\" {\n  command = [\n", "config.hcl:3,1-1: Missing expression"},
+		{"unknown attribute", prog + "  comand = [\"x\"]\n}\n", `config.hcl:4,3-9: Unsupported argument; An argument named "comand" is not expected here`},
+		{"unknown block", prog + "  readiness { }\n}\n", `config.hcl:4,3-12: Unsupported block type`},
+		{"no program", "log { level = \"info\" }\n", "No program"},
+		{"no command", "program \"web\" {\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n}\n", `config.hcl:1,15-15: Missing required argument; The argument "command" is required`},
+		{"empty command", "program \"web\" {\n  command = []\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n}\n", "config.hcl:2,13-15: Empty command"},
+		{"no listener", "program \"web\" {\n  command = [\"./web\"]\n}\n", "config.hcl:1,1-14: No listener"},
+		{"bad address", "program \"web\" {\n  command = [\"./web\"]\n  listener \"http\" { address = \"8080\" }\n}\n", `config.hcl:3,31-37: Invalid listener address; "8080" is not an address`},
+		{"host name", "program \"web\" {\n  command = [\"./web\"]\n  listener \"http\" { address = \"example.com:80\" }\n}\n", "the host must be an IP address"},
+		{"bad duration", prog + "  ready { timeout = \"10\" }\n}\n", `config.hcl:4,21-25: Invalid duration; "10" is not a duration`},
+		{"zero duration", prog + "  stop { timeout = \"0s\" }\n}\n", `config.hcl:4,20-24: Invalid duration; "0s" must be greater than zero`},
+		{"bad signal", prog + "  stop { signal = \"SIGFOO\" }\n}\n", `config.hcl:4,19-27: Unknown signal`},
+		{"bad policy", prog + "  restart { policy = \"sometimes\" }\n}\n", `config.hcl:4,22-33: Invalid restart policy`},
+		{"http and delay", prog + "  ready {\n    http = \"/h\"\n    delay = \"1s\"\n  }\n}\n", "config.hcl:6,13-17: Conflicting readiness"},
+		{"bad path", prog + "  ready { http = \"healthz\" }\n}\n", `config.hcl:4,18-27: Invalid health path`},
+		{"unknown ready listener", prog + "  ready {\n    http = \"/h\"\n    listener = \"admin\"\n  }\n}\n", `config.hcl:6,16-23: Unknown listener`},
+		{"reserved env", "program \"web\" {\n  command = [\"./web\"]\n  env = { LISTEN_FDS = \"2\" }\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n}\n", "config.hcl:3,9-29: Reserved environment variable"},
+		{"duplicate program", prog + "}\n" + prog + "}\n", `config.hcl:5,9-14: Duplicate program; A program named "web" is already declared at config.hcl:1,9-14`},
+		{"duplicate listener", prog + "  listener \"http\" { address = \"127.0.0.1:8081\" }\n}\n", "config.hcl:4,12-18: Duplicate listener"},
+		{"address twice", prog + "  listener \"admin\" { address = \"127.0.0.1:8080\" }\n}\n", "config.hcl:4,32-48: Address used twice"},
+		{"bad log level", "log { level = \"loud\" }\n" + prog + "}\n", `config.hcl:1,15-21: Invalid log level`},
+		{"bad program name", "program \"a b\" {\n  command = [\"./web\"]\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n}\n", "config.hcl:1,9-14: Invalid program name"},
+		{"max below backoff", prog + "  restart {\n    backoff = \"10s\"\n    max_backoff = \"1s\"\n  }\n}\n", "config.hcl:6,19-23: max_backoff below backoff"},
+		{"wrong type", prog + "  stop { timeout = 30 }\n}\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, diags := ParseConfig([]byte(tc.src), "config.hcl", "/srv")
+			if !diags.HasErrors() {
+				t.Fatal("want an error, have none")
+			}
+			var all []string
+			for _, d := range diags {
+				all = append(all, FormatDiagnostic(d))
+			}
+			joined := strings.Join(all, "\n")
+			if tc.want != "" && !strings.Contains(joined, tc.want) {
+				t.Fatalf("want %q in\n%s", tc.want, joined)
+			}
+			for _, d := range diags {
+				if d.Subject == nil && !strings.Contains(joined, "No program") {
+					t.Errorf("diagnostic without a position: %s", FormatDiagnostic(d))
+				}
+			}
+		})
+	}
+}
+
+func TestBackoff_growsAndIsCapped(t *testing.T) {
+	pol := RestartConfig{Backoff: time.Second, MaxBackoff: 10 * time.Second}
+	prev := time.Duration(0)
+	for n := 1; n <= 8; n++ {
+		lo, hi := backoff(pol, n, 1), backoff(pol, n, 0)
+		if hi > pol.MaxBackoff {
+			t.Fatalf("restart %d: %v above the cap", n, hi)
+		}
+		if n <= 4 && lo <= prev {
+			t.Fatalf("restart %d: %v does not grow from %v", n, lo, prev)
+		}
+		prev = hi
+	}
+	if got := backoff(pol, 1, 0); got != time.Second {
+		t.Fatalf("first backoff: want 1s, have %v", got)
+	}
+	if got := backoff(pol, 30, 0); got != 10*time.Second {
+		t.Fatalf("capped backoff: want 10s, have %v", got)
+	}
+}

@@ -1,0 +1,45 @@
+// Package supervisor runs the programs of a config file and restarts them
+// without dropping a request: it owns their listening sockets and hands
+// them, like a relay baton, from each generation of a program to the next.
+//
+// # Process model
+//
+// New parses config.hcl and opens every listener once, in blocking mode,
+// in baton's own process. Run starts each program's first generation and
+// then follows a handover for every restart:
+//
+//  1. start generation N+1 with the same sockets, as fds 3, 4, … with
+//     LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (set by the exec shim to
+//     the child's own pid), a NOTIFY_SOCKET of its own, BATON_PROGRAM,
+//     BATON_GENERATION and BATON_STOP_TIMEOUT;
+//  2. wait until it is ready: READY=1 on its notify socket (from any of
+//     its processes, systemd-notify included), an HTTP check that only
+//     counts the new generation's own answers, or a delay;
+//  3. send the stop signal to generation N's process group, wait for its
+//     exit status, and SIGKILL the group after the stop timeout.
+//
+// A generation N+1 that exits or misses its ready timeout is killed with
+// its group, and N keeps serving: a rollback, logged with the last lines
+// of N+1's output. Generations still draining never block the next
+// handover; handover requests that arrive during one are merged into one
+// more. Every event carries its generation, so the late exit of an old
+// generation never restarts the current one.
+//
+// Each program has one goroutine that owns its state; the socket table is
+// shared, reference-counted by program configs and by generations.
+// Children run in their own process groups, get their stop signal if
+// baton dies (the parent-death signal, set from one locked OS thread),
+// and are always reaped; what is left of a group when its leader exits is
+// killed with it.
+//
+// # Signals (of cmd/baton)
+//
+//	SIGHUP           Reload: re-read the config; hand over every program
+//	SIGTERM, SIGINT  stop every program gracefully (Run's context), then exit
+//	SIGQUIT          Kill: SIGKILL every process group, reap, exit
+//
+// # Config
+//
+// See LoadFile and the README for the schema. Relative paths resolve
+// against the config file's directory; a reload is all or nothing.
+package supervisor

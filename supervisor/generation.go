@@ -1,0 +1,266 @@
+package supervisor
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/baton-run/baton/internal/execshim"
+	"github.com/baton-run/baton/internal/protocol"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// generation is one start of a program: a process group that received the
+// program's sockets. Fields below "loop-owned" belong to the program's
+// goroutine.
+type generation struct {
+	n       int
+	cfg     *Program
+	pid     int
+	cmd     *exec.Cmd
+	started time.Time
+	sockets []*socket
+	notify  *notifySocket
+	key     string // binary content and config: what a watcher compares
+	out     tail
+	log     hclog.Logger // the program's output, with gen and pid
+	pumps   sync.WaitGroup
+	done    chan struct{}
+
+	// loop-owned
+	ready      bool
+	readyAt    time.Time
+	deadline   *time.Timer // ready timeout, then stop timeout
+	deadlineID uint64
+	stopAt     time.Time // when the stop signal was sent
+	killed     string    // why SIGKILL was sent, "" if it was not
+	status     string    // the last STATUS=
+	stopReason string
+}
+
+// processStatus describes how a process ended, for logs and status.
+type processStatus struct {
+	Code   int    `json:"code"`             // exit code, -1 when killed by a signal
+	Signal string `json:"signal,omitempty"` // the signal that killed it
+}
+
+func (s processStatus) String() string {
+	if s.Signal != "" {
+		return "killed by " + s.Signal
+	}
+	return "exit status " + strconv.Itoa(s.Code)
+}
+
+func (s processStatus) clean() bool { return s.Signal == "" && s.Code == 0 }
+
+func statusOf(st *os.ProcessState) processStatus {
+	if st == nil {
+		return processStatus{Code: -1, Signal: "unknown"}
+	}
+	ws := st.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		return processStatus{Code: -1, Signal: SignalName(ws.Signal())}
+	}
+	return processStatus{Code: ws.ExitStatus()}
+}
+
+// spawnSpec is everything needed to start a generation.
+type spawnSpec struct {
+	program string
+	n       int
+	cfg     *Program
+	path    string // from executable
+	key     string // from executable
+	sockets []*socket
+	runDir  string
+	baseEnv []string
+	logger  hclog.Logger // the program's output logger
+	spawner *spawner
+}
+
+// resolveCommand finds the executable: a bare name in PATH (the program's
+// own PATH when its env sets one), anything else as the absolute path the
+// config resolved.
+func resolveCommand(cfg *Program) (string, error) {
+	name := cfg.Command[0]
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	path := os.Getenv("PATH")
+	for _, kv := range cfg.Env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%q not found in PATH", name)
+}
+
+// fileHash returns the hex SHA-256 of a file's content.
+func fileHash(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// executable checks the program's command and working directory and
+// returns the path to exec and the generation key: the binary's content
+// hash and the config's fingerprint.
+func executable(cfg *Program) (path, key string, err error) {
+	path, err = resolveCommand(cfg)
+	if err != nil {
+		return "", "", err
+	}
+	st, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return "", "", fmt.Errorf("command: %w", err)
+	case st.IsDir():
+		return "", "", fmt.Errorf("command %s is a directory", path)
+	case st.Mode()&0o111 == 0:
+		return "", "", fmt.Errorf("command %s is not executable (chmod +x it)", path)
+	}
+	if st, err := os.Stat(cfg.Dir); err != nil || !st.IsDir() {
+		return "", "", fmt.Errorf("directory %s does not exist", cfg.Dir)
+	}
+	hash, err := fileHash(path)
+	if err != nil {
+		return "", "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return path, hash + "/" + cfg.fingerprint(), nil
+}
+
+// spawn starts a generation through the exec shim, in its own process
+// group, with its sockets as fds 3… and its own notify socket.
+func spawn(sp spawnSpec) (*generation, error) {
+	path := sp.path
+	var err error
+	g := &generation{n: sp.n, cfg: sp.cfg, sockets: sp.sockets, key: sp.key, done: make(chan struct{})}
+	g.notify, err = listenNotify(filepath.Join(sp.runDir, fmt.Sprintf("%.40s.%d.sock", sp.program, sp.n)))
+	if err != nil {
+		return nil, fmt.Errorf("notify socket: %w", err)
+	}
+
+	names := make([]string, len(sp.sockets))
+	files := make([]*os.File, len(sp.sockets))
+	for i, s := range sp.sockets {
+		names[i], files[i] = sp.cfg.Listeners[i].Name, s.file
+	}
+	env := append([]string(nil), sp.baseEnv...)
+	env = append(env, sp.cfg.Env...)
+	env = append(env,
+		protocol.EnvListenFDs+"="+strconv.Itoa(len(files)),
+		protocol.EnvListenFDNames+"="+strings.Join(names, ":"),
+		protocol.EnvNotifySocket+"="+g.notify.path,
+		protocol.EnvProgram+"="+sp.program,
+		protocol.EnvGeneration+"="+strconv.Itoa(sp.n),
+		protocol.EnvStopTimeout+"="+sp.cfg.Stop.Timeout.String(),
+		execshim.EnvMarker+"=1",
+	)
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		g.notify.close()
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		g.notify.close()
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	cmd := &exec.Cmd{
+		Path:       execshim.Self,
+		Args:       execshim.Args(path, sp.cfg.Command),
+		Env:        env,
+		Dir:        sp.cfg.Dir,
+		Stdout:     outW,
+		Stderr:     errW,
+		ExtraFiles: files,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: sp.cfg.Stop.Signal,
+		},
+	}
+	err = sp.spawner.start(cmd)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		g.notify.close()
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("start %s: %w", path, err)
+	}
+	g.cmd, g.pid, g.started = cmd, cmd.Process.Pid, time.Now()
+	g.log = sp.logger.With("gen", sp.n, "pid", g.pid)
+	g.pumps.Add(2)
+	go g.pump(outR)
+	go g.pump(errR)
+	return g, nil
+}
+
+func (g *generation) pump(r *os.File) {
+	defer g.pumps.Done()
+	defer r.Close()
+	pumpLines(r, func(line []byte) {
+		g.out.add(string(line))
+		reemit(g.log, line)
+	})
+}
+
+// wait reaps the generation and returns how it ended. Before reaping, while
+// the exited leader still holds its pid (so the group id cannot be
+// reused), it kills what is left of its process group: grandchildren die
+// with the generation.
+func (g *generation) wait() processStatus {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	syscall.Kill(-g.pid, syscall.SIGKILL)
+	g.cmd.Wait()
+	return statusOf(g.cmd.ProcessState)
+}
+
+// signal sends sig to the generation's process group.
+func (g *generation) signal(sig syscall.Signal) error {
+	return syscall.Kill(-g.pid, sig)
+}
+
+// fingerprint identifies a program's configuration, to tell whether a
+// reload changed it.
+func (p *Program) fingerprint() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q %q %q %v %+v %+v %+v", p.Command, p.Dir, p.Env, p.Listeners, p.Ready, p.Stop, p.Restart)
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}

@@ -1,0 +1,247 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-run/baton/child"
+	"github.com/baton-run/baton/internal/proctest"
+	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	proctest.RunChild(fakeChildren)
+	goleak.VerifyTestMain(m)
+}
+
+// The fake children: the test binary re-executed, one behaviour each.
+var fakeChildren = map[string]func() int{
+	// serve: a well-behaved server. "/" answers its pid. With FAKE_GATE
+	// set to a FIFO, it waits for a byte on it before serving (and so
+	// before READY); with FAKE_EXIT set, it exits with that code after
+	// its drain.
+	"serve": func() int {
+		if gate := os.Getenv("FAKE_GATE"); gate != "" {
+			f, err := os.Open(gate) // blocks until the test opens it for writing
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			f.Read(make([]byte, 1))
+			f.Close()
+		}
+		code := fakeServe(child.Config{})
+		if v := os.Getenv("FAKE_EXIT"); v != "" {
+			code, _ = strconv.Atoi(v)
+		}
+		return code
+	},
+	// crash: fails at start, saying why on stderr.
+	"crash": func() int {
+		fmt.Fprintln(os.Stderr, "fake: cannot open the database: permission denied")
+		return 2
+	},
+	// never-ready: runs but never says READY=1.
+	"never-ready": func() int {
+		fmt.Println("fake: warming up forever")
+		waitSignal(syscall.SIGTERM)
+		return 0
+	},
+	// late-ready: says READY=1 after FAKE_DELAY, then serves.
+	"late-ready": func() int {
+		d, _ := time.ParseDuration(os.Getenv("FAKE_DELAY"))
+		time.Sleep(d) // the behaviour under test: a slow start
+		return fakeServe(child.Config{})
+	},
+	// ignore-term: ignores SIGTERM; only SIGKILL ends it.
+	"ignore-term": func() int {
+		signal.Ignore(syscall.SIGTERM)
+		return fakeServe(child.Config{Signals: []os.Signal{syscall.SIGUSR2}})
+	},
+	// http-only: speaks no notify protocol; readiness is an HTTP check.
+	// It serves after FAKE_DELAY.
+	"http-only": func() int {
+		os.Unsetenv("NOTIFY_SOCKET")
+		d, _ := time.ParseDuration(os.Getenv("FAKE_DELAY"))
+		time.Sleep(d) // the behaviour under test: a slow start
+		return fakeServe(child.Config{})
+	},
+	// grandchild: starts a grandchild that would outlive it, then serves.
+	"grandchild": func() int {
+		cmd := proctest.Self("never-ready")
+		cmd.Stdout = os.Stdout
+		if err := cmd.Start(); err != nil {
+			return 1
+		}
+		fmt.Printf("grandchild pid %d\n", cmd.Process.Pid)
+		return fakeServe(child.Config{})
+	},
+}
+
+func fakeServe(cfg child.Config) int {
+	srv, err := child.New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getpid()) })
+	mux.Handle("/healthz", srv.Health())
+	return child.ExitCode(srv.Serve(context.Background(), mux))
+}
+
+func waitSignal(sig os.Signal) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, sig)
+	<-c
+}
+
+const waitLong = 30 * time.Second
+
+// harness runs a Supervisor in the test process on a config file it
+// writes, with the log captured.
+type harness struct {
+	t      *testing.T
+	dir    string
+	file   string
+	sup    *Supervisor
+	log    *proctest.Buffer
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned, with err set
+	err    error
+	events *proctest.Buffer // "program what gen" lines
+}
+
+// fakeProgram returns a program block that runs fake child name.
+func fakeProgram(name, fake string, extra string) string {
+	argv, _ := proctest.SelfArgv(fake)
+	return fmt.Sprintf(`
+program %q {
+  command = [%q, %q]
+  env     = { BATON_TEST_CHILD = %q }
+  listener "http" { address = "127.0.0.1:0" }
+  %s
+}
+`, name, argv[0], argv[1], fake, extra)
+}
+
+func newHarness(t *testing.T, config string) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{t: t, dir: dir, file: filepath.Join(dir, "config.hcl"), log: proctest.NewBuffer(), events: proctest.NewBuffer()}
+	h.write(config)
+	logger := hclog.New(&hclog.LoggerOptions{Name: "baton", Level: hclog.Debug, Output: io.MultiWriter(h.log, testWriter{t})})
+	sup, err := New(Config{File: h.file, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sup = sup
+	sup.Observe(func(e Event) { fmt.Fprintf(h.events, "%s %s %d\n", e.Program, e.What, e.Generation) })
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.done = make(chan struct{})
+	go func() {
+		h.err = sup.Run(ctx)
+		close(h.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-h.done:
+		default:
+			sup.Kill()
+			<-h.done
+		}
+	})
+	return h
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (h *harness) write(config string) {
+	h.t.Helper()
+	if err := os.WriteFile(h.file, []byte(config), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// waitEvent waits for program's generation gen to report what.
+func (h *harness) waitEvent(program, what string, gen int) {
+	h.t.Helper()
+	if _, ok := h.events.Wait(fmt.Sprintf("%s %s %d\n", program, what, gen), 1, waitLong); !ok {
+		h.t.Fatalf("no %s event for %s gen %d; log:\n%s", what, program, gen, h.log)
+	}
+}
+
+// waitLog waits until the log holds substr n times.
+func (h *harness) waitLog(substr string, n int) string {
+	h.t.Helper()
+	line, ok := h.log.Wait(substr, n, waitLong)
+	if !ok {
+		h.t.Fatalf("waited for %q (×%d) in the log:\n%s", substr, n, h.log)
+	}
+	return line
+}
+
+func (h *harness) status(program string) ProgramStatus {
+	h.t.Helper()
+	for _, st := range h.sup.Status() {
+		if st.Name == program {
+			return st
+		}
+	}
+	h.t.Fatalf("no program %q in the status", program)
+	return ProgramStatus{}
+}
+
+// stop stops the supervisor gracefully and returns Run's result.
+func (h *harness) stop() error {
+	h.t.Helper()
+	h.cancel()
+	select {
+	case <-h.done:
+		return h.err
+	case <-time.After(2 * waitLong):
+		h.t.Fatalf("Run did not return; log:\n%s", h.log)
+		return nil
+	}
+}
+
+// get asks addr's "/" for the pid of the generation that answers.
+func get(t *testing.T, addr string) int {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	pid, err := strconv.Atoi(string(b))
+	if err != nil {
+		t.Fatalf("GET /: %q", b)
+	}
+	return pid
+}
+
+// gone reports whether no process is left in pid's process group.
+func gone(pid int) bool {
+	return syscall.Kill(-pid, 0) == syscall.ESRCH
+}

@@ -1,0 +1,58 @@
+package supervisor
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// JSON lines from a child keep their level and fields; other lines are
+// logged at info as they are.
+func TestReemit(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want string
+	}{
+		{`{"@level":"warn","@message":"disk almost full","@module":"app","@timestamp":"x","free":12}`, `[WARN]  t: disk almost full: free=12`},
+		{`{"level":"ERROR","msg":"boom","time":"x","n":1000000}`, `[ERROR] t: boom: n=1000000`},
+		{`{"level":"warning","message":"careful"}`, `[WARN]  t: careful`},
+		{`{"level":"debug","msg":"hidden"}`, ``},
+		{`{"no":"level"}`, `[INFO]  t: {"no":"level"}`},
+		{`plain text`, `[INFO]  t: plain text`},
+		{`{broken`, `[INFO]  t: {broken`},
+	} {
+		var buf bytes.Buffer
+		log := hclog.New(&hclog.LoggerOptions{Name: "t", Output: &buf, Level: hclog.Info})
+		reemit(log, []byte(tc.line))
+		got := buf.String()
+		if tc.want == "" {
+			if got != "" {
+				t.Errorf("%s: want nothing at info, have %q", tc.line, got)
+			}
+			continue
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("%s: want %q, have %q", tc.line, tc.want, got)
+		}
+	}
+}
+
+// A line longer than maxLine is cut, and the ring keeps the last lines.
+func TestPumpLinesAndTail(t *testing.T) {
+	long := strings.Repeat("x", maxLine+10)
+	var lines []string
+	pumpLines(strings.NewReader("a\r\nb\n"+long+"\nlast"), func(l []byte) { lines = append(lines, string(l)) })
+	if len(lines) != 5 || lines[0] != "a" || lines[1] != "b" || len(lines[2]) != maxLine || lines[4] != "last" {
+		t.Fatalf("lines: %d, first %q", len(lines), lines[:2])
+	}
+	var tl tail
+	for i := 0; i < tailLines+5; i++ {
+		tl.add(strings.Repeat("l", i))
+	}
+	got := strings.Split(strings.TrimSpace(tl.String()), "\n")
+	if len(got) != tailLines || len(got[0]) != 5 || len(got[tailLines-1]) != tailLines+4 {
+		t.Fatalf("tail: %d lines, first %q", len(got), got[0])
+	}
+}

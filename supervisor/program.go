@@ -1,0 +1,631 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/baton-run/baton/internal/protocol"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Errors a handover request can end with.
+var (
+	// ErrRolledBack: the new generation exited or missed its ready
+	// timeout; the serving generation, if any, keeps serving.
+	ErrRolledBack = errors.New("supervisor: rolled back")
+	// ErrUnchanged: a watcher saw content that already serves.
+	ErrUnchanged = errors.New("supervisor: unchanged")
+	// ErrKnownBad: a watcher saw content that already failed to start.
+	ErrKnownBad = errors.New("supervisor: this binary and config already failed to start")
+	// ErrStopping: the program is being stopped.
+	ErrStopping = errors.New("supervisor: program is stopping")
+)
+
+// Program states, as status reports them.
+const (
+	StateStarting = "starting" // the first generation is not ready yet
+	StateRunning  = "running"  // a generation serves
+	StateBackoff  = "backoff"  // down, waiting to restart
+	StateExited   = "exited"   // down, not restarted by its policy
+	StateStopping = "stopping"
+	StateStopped  = "stopped"
+)
+
+// program is one program block at run time. A single goroutine, run, owns
+// its state; everything else talks to it through events.
+type program struct {
+	sup    *Supervisor
+	name   string
+	log    hclog.Logger // baton's events about this program
+	outLog hclog.Logger // the program's own output
+	events chan event
+	quit   chan struct{} // closed when run returns
+
+	// loop-owned
+	cfg            *Program
+	socks          []*socket // the sockets of cfg, held for it
+	gens           map[int]*generation
+	current        *generation // the newest that became ready and still runs
+	pending        *generation // starting, not ready yet
+	pendingReq     *handover
+	queued         *handover // requests that came during a handover, merged
+	nextGen        int
+	bad            map[string]string // keys that failed to start → why
+	crashes        int               // consecutive, for the backoff
+	restartAt      time.Time
+	restartT       *time.Timer
+	restartID      uint64 // the id of restartT
+	timerSeq       uint64 // ids for deadline and restart timers
+	stopping       bool
+	killedStopping bool   // a generation was killed while the program stopped
+	exitedBy       string // StateExited: why
+	stats          Stats
+	stopWait       []chan struct{}
+}
+
+// Stats are a program's counters and last events.
+type Stats struct {
+	Restarts  int            // restarts after the serving generation exited on its own
+	Handovers int            // completed handovers
+	LastExit  *ExitRecord    // the last generation that exited
+	Started   time.Time      // when the current generation started
+	LastError string         // the last failed start or handover
+	Exits     map[string]int // generation exits by status ("exit status 0", "killed by SIGKILL")
+}
+
+// ExitRecord describes a generation's end.
+type ExitRecord struct {
+	Generation int           `json:"generation"`
+	PID        int           `json:"pid"`
+	Code       int           `json:"code"`
+	Signal     string        `json:"signal,omitempty"`
+	At         time.Time     `json:"at"`
+	Uptime     time.Duration `json:"uptime_ns"`
+	Drain      time.Duration `json:"drain_ns,omitempty"` // from the stop signal to the exit
+	Killed     string        `json:"killed,omitempty"`   // why baton sent SIGKILL
+	Status     string        `json:"status,omitempty"`   // the last STATUS= it sent
+}
+
+type handover struct {
+	reason   string
+	explicit bool     // SIGHUP, reload, restart: always tried
+	cfg      *Program // the config to start with; nil keeps the current
+	socks    []*socket
+	replies  []chan error
+}
+
+type event interface{}
+
+type (
+	evHandover struct{ h *handover }
+	evStop     struct{ done chan struct{} }
+	evKill     struct{}
+	evReady    struct{ g *generation }
+	evNotify   struct {
+		g   *generation
+		msg protocol.Message
+	}
+	evDeadline struct {
+		g      *generation
+		id     uint64
+		during string // "start" or "stop"
+	}
+	evExit struct {
+		g  *generation
+		st processStatus
+	}
+	evRestart struct{ id uint64 }
+	evStatus  struct{ reply chan ProgramStatus }
+)
+
+func newProgram(sup *Supervisor, cfg *Program, socks []*socket) *program {
+	return &program{
+		sup:    sup,
+		name:   cfg.Name,
+		log:    sup.log.With("program", cfg.Name),
+		outLog: sup.log.Named("program").Named(cfg.Name),
+		events: make(chan event),
+		quit:   make(chan struct{}),
+		cfg:    cfg,
+		socks:  socks,
+		gens:   map[int]*generation{},
+		bad:    map[string]string{},
+		stats:  Stats{Exits: map[string]int{}},
+	}
+}
+
+// post delivers ev to the loop, or drops it once the loop has ended.
+func (p *program) post(ev event) {
+	select {
+	case p.events <- ev:
+	case <-p.quit:
+	}
+}
+
+// request asks the loop for a handover and waits for its outcome. posted,
+// if not nil, is told once the loop has the request.
+func (p *program) request(h *handover, posted chan<- struct{}) error {
+	reply := make(chan error, 1)
+	h.replies = []chan error{reply}
+	select {
+	case p.events <- evHandover{h}:
+		if posted != nil {
+			posted <- struct{}{}
+		}
+	case <-p.quit:
+		if posted != nil {
+			posted <- struct{}{}
+		}
+		if h.socks != nil {
+			p.sup.sockets.releaseAll(h.socks)
+		}
+		return ErrStopping
+	}
+	return <-reply
+}
+
+// run is the program's goroutine. It starts the first generation and
+// returns once the program was stopped and every generation was reaped.
+func (p *program) run() {
+	defer close(p.quit)
+	p.begin(&handover{reason: "start", explicit: true})
+	for {
+		ev := <-p.events
+		p.handle(ev)
+		if p.stopping && len(p.gens) == 0 && p.pending == nil {
+			p.finish()
+			return
+		}
+	}
+}
+
+func (p *program) handle(ev event) {
+	switch ev := ev.(type) {
+	case evHandover:
+		p.onHandover(ev.h)
+	case evReady:
+		p.onReady(ev.g)
+	case evNotify:
+		p.onNotify(ev.g, ev.msg)
+	case evDeadline:
+		p.onDeadline(ev)
+	case evExit:
+		p.onExit(ev.g, ev.st)
+	case evRestart:
+		if p.restartT != nil && ev.id == p.restartID {
+			p.restartT = nil
+			if !p.stopping && p.current == nil && p.pending == nil {
+				p.stats.Restarts++
+				p.begin(&handover{reason: "restart", explicit: true})
+			}
+		}
+	case evStop:
+		p.stopWait = append(p.stopWait, ev.done)
+		p.stopAll()
+	case evKill:
+		p.stopAll()
+		for _, g := range p.gens {
+			p.kill(g, "immediate stop (SIGQUIT)")
+		}
+	case evStatus:
+		ev.reply <- p.status()
+	}
+}
+
+func (p *program) onHandover(h *handover) {
+	if p.stopping {
+		p.reply(h, ErrStopping)
+		return
+	}
+	if p.pending != nil {
+		// One handover at a time: requests that come meanwhile are merged
+		// into one more, started when this one ends.
+		if q := p.queued; q != nil {
+			q.explicit = q.explicit || h.explicit
+			q.reason = h.reason
+			if h.cfg != nil {
+				if q.socks != nil {
+					p.sup.sockets.releaseAll(q.socks)
+				}
+				q.cfg, q.socks = h.cfg, h.socks
+			}
+			q.replies = append(q.replies, h.replies...)
+		} else {
+			p.queued = h
+		}
+		p.log.Debug("handover requested during a handover: queued", "reason", h.reason)
+		return
+	}
+	p.begin(h)
+}
+
+// begin starts a generation for h.
+func (p *program) begin(h *handover) {
+	if p.restartT != nil {
+		p.restartT.Stop()
+		p.restartT = nil
+	}
+	cfg, socks := p.cfg, p.socks
+	if h.cfg != nil {
+		cfg, socks = h.cfg, h.socks
+	}
+	p.exitedBy = ""
+	p.nextGen++
+	n := p.nextGen
+	path, key, err := executable(cfg)
+	if err != nil {
+		p.failed(h, n, fmt.Sprintf("cannot start: %v", err), "")
+		return
+	}
+	if !h.explicit && p.skip(h, key) {
+		return
+	}
+	p.sup.sockets.hold(socks)
+	g, err := spawn(spawnSpec{
+		program: p.name, n: n, cfg: cfg, path: path, key: key, sockets: socks,
+		runDir: p.sup.runDir, baseEnv: p.sup.baseEnv, logger: p.outLog, spawner: p.sup.spawner,
+	})
+	if err != nil {
+		p.sup.sockets.releaseAll(socks)
+		p.failed(h, n, fmt.Sprintf("cannot start: %v", err), "")
+		return
+	}
+	p.gens[n] = g
+	p.pending, p.pendingReq = g, h
+	p.log.Info("starting", "gen", n, "pid", g.pid, "reason", h.reason, "command", strings.Join(cfg.Command, " "))
+	go p.reap(g)
+	go g.notify.read(
+		func(m protocol.Message) { p.post(evNotify{g, m}) },
+		func(err error) { p.log.Debug("bad notify message", "gen", n, "error", err) },
+	)
+	p.timer(g, cfg.Ready.Timeout, "start")
+	switch cfg.Ready.Mode {
+	case ReadyDelay:
+		time.AfterFunc(cfg.Ready.Delay, func() { p.post(evReady{g}) })
+	case ReadyHTTP:
+		go p.probe(g)
+	}
+}
+
+// skip reports whether a watcher-requested generation would run what
+// already serves or already failed, and then ends h.
+func (p *program) skip(h *handover, key string) bool {
+	if p.current != nil && p.current.key == key {
+		p.log.Info("change ignored: this binary and config already serve", "reason", h.reason)
+		p.drop(h, ErrUnchanged)
+		return true
+	}
+	if why, bad := p.bad[key]; bad {
+		p.log.Warn("change ignored: this binary and config already failed to start; change them, or reload explicitly to retry", "reason", h.reason, "failure", why)
+		p.drop(h, fmt.Errorf("%w: %s", ErrKnownBad, why))
+		return true
+	}
+	return false
+}
+
+// drop ends h without a generation, releasing what it holds, and starts
+// the next queued request.
+func (p *program) drop(h *handover, err error) {
+	if h.socks != nil {
+		p.sup.sockets.releaseAll(h.socks)
+		h.socks = nil
+	}
+	p.reply(h, err)
+	p.next()
+}
+
+// timer arms g's deadline: the ready timeout during "start", the stop
+// timeout during "stop". A deadline event that fires after the timer was
+// replaced carries an old id and is ignored.
+func (p *program) timer(g *generation, d time.Duration, during string) {
+	p.timerSeq++
+	id := p.timerSeq
+	if g.deadline != nil {
+		g.deadline.Stop()
+	}
+	g.deadlineID = id
+	g.deadline = time.AfterFunc(d, func() { p.post(evDeadline{g: g, id: id, during: during}) })
+}
+
+func (p *program) reap(g *generation) {
+	st := g.wait()
+	// The output of its last moments explains a failure: read it to the
+	// end first. The group is dead, so the pipes close, unless a process
+	// that left the group holds them: the wait is bounded.
+	out := make(chan struct{})
+	go func() {
+		g.pumps.Wait()
+		close(out)
+	}()
+	select {
+	case <-out:
+	case <-time.After(2 * time.Second):
+	}
+	p.post(evExit{g, st})
+}
+
+func (p *program) onNotify(g *generation, m protocol.Message) {
+	if p.gens[g.n] != g {
+		return // late: the generation is gone
+	}
+	if m.HasStatus {
+		g.status = m.Status
+	}
+	if m.ExtendTimeoutUsec > 0 && g.deadline != nil && (g == p.pending || !g.stopAt.IsZero()) {
+		// The program asks for more time to start or to stop.
+		during := "start"
+		if !g.stopAt.IsZero() {
+			during = "stop"
+		}
+		p.timer(g, time.Duration(m.ExtendTimeoutUsec)*time.Microsecond, during)
+	}
+	if m.Ready {
+		p.onReady(g)
+	}
+}
+
+func (p *program) onReady(g *generation) {
+	if g != p.pending || g.ready || g.killed != "" {
+		return // READY after the ready timeout, or from a generation that was already handled
+	}
+	g.ready, g.readyAt = true, time.Now()
+	if g.deadline != nil {
+		g.deadline.Stop()
+		g.deadline = nil
+	}
+	h := p.pendingReq
+	p.pending, p.pendingReq = nil, nil
+	if h.cfg != nil {
+		p.sup.sockets.releaseAll(p.socks)
+		p.cfg, p.socks = h.cfg, h.socks
+		h.socks = nil
+	}
+	old := p.current
+	p.current = g
+	p.stats.Started = g.started
+	readyIn := g.readyAt.Sub(g.started).Round(time.Millisecond)
+	if old != nil {
+		p.stats.Handovers++
+		p.log.Info("handover: new generation ready, stopping the old one", "gen", g.n, "pid", g.pid, "ready_in", readyIn, "old_gen", old.n, "old_pid", old.pid)
+		p.stop(old, "handover")
+	} else {
+		p.log.Info("ready", "gen", g.n, "pid", g.pid, "ready_in", readyIn)
+	}
+	p.sup.observe(p.name, "ready", g.n)
+	p.reply(h, nil)
+	p.next()
+}
+
+// next starts the queued handover, if any.
+func (p *program) next() {
+	if q := p.queued; q != nil && p.pending == nil && !p.stopping {
+		p.queued = nil
+		p.begin(q)
+	}
+}
+
+func (p *program) onDeadline(ev evDeadline) {
+	g := ev.g
+	if p.gens[g.n] != g || g.deadlineID != ev.id {
+		return
+	}
+	g.deadline = nil
+	switch ev.during {
+	case "start":
+		if g == p.pending && !g.ready {
+			p.kill(g, fmt.Sprintf("not ready within %v", g.cfg.Ready.Timeout))
+		}
+	case "stop":
+		p.kill(g, fmt.Sprintf("still running %v after %s", g.cfg.Stop.Timeout, SignalName(g.cfg.Stop.Signal)))
+	}
+}
+
+// stop sends the stop signal to g's process group and arms the kill timer.
+func (p *program) stop(g *generation, reason string) {
+	if !g.stopAt.IsZero() {
+		return
+	}
+	g.stopAt, g.stopReason = time.Now(), reason
+	p.timer(g, g.cfg.Stop.Timeout, "stop")
+	if err := g.signal(g.cfg.Stop.Signal); err != nil && !errors.Is(err, syscall.ESRCH) {
+		p.log.Warn("cannot signal the generation", "gen", g.n, "error", err)
+	}
+}
+
+// kill sends SIGKILL to g's process group.
+func (p *program) kill(g *generation, why string) {
+	if g.killed != "" {
+		return
+	}
+	g.killed = why
+	if g.deadline != nil {
+		g.deadline.Stop()
+		g.deadline = nil
+	}
+	p.log.Warn("killing the generation", "gen", g.n, "pid", g.pid, "why", why)
+	g.signal(syscall.SIGKILL)
+}
+
+func (p *program) onExit(g *generation, st processStatus) {
+	if p.gens[g.n] != g {
+		return
+	}
+	delete(p.gens, g.n)
+	if g.deadline != nil {
+		g.deadline.Stop()
+		g.deadline = nil
+	}
+	g.notify.close()
+	p.sup.sockets.releaseAll(g.sockets)
+	close(g.done)
+	now := time.Now()
+	rec := &ExitRecord{Generation: g.n, PID: g.pid, Code: st.Code, Signal: st.Signal, At: now,
+		Uptime: now.Sub(g.started), Killed: g.killed, Status: g.status}
+	if !g.stopAt.IsZero() {
+		rec.Drain = now.Sub(g.stopAt)
+	}
+	if g.killed != "" && p.stopping {
+		p.killedStopping = true
+	}
+	p.stats.LastExit = rec
+	p.stats.Exits[st.String()]++
+	p.sup.observe(p.name, "exit", g.n)
+
+	args := []any{"gen", g.n, "pid", g.pid, "status", st.String(), "uptime", rec.Uptime.Round(time.Millisecond)}
+	if !g.stopAt.IsZero() {
+		args = append(args, "drain", rec.Drain.Round(time.Millisecond))
+	}
+	if g.status != "" {
+		args = append(args, "last_status", g.status)
+	}
+	if g.killed != "" {
+		args = append(args, "killed", g.killed)
+	}
+
+	switch {
+	case g == p.pending:
+		why := st.String() + " before it was ready"
+		if g.killed != "" {
+			why = g.killed
+		}
+		p.log.Info("generation exited", args...)
+		p.pending = nil
+		h := p.pendingReq
+		p.pendingReq = nil
+		if p.stopping {
+			p.drop(h, ErrStopping)
+			return
+		}
+		p.bad[g.key] = why
+		p.failed(h, g.n, why, g.out.String())
+	case g == p.current:
+		p.current = nil
+		if !g.stopAt.IsZero() {
+			p.log.Info("generation exited", args...)
+			return
+		}
+		if st.clean() {
+			p.log.Warn("serving generation exited on its own", args...)
+		} else {
+			p.log.Error("serving generation crashed", append(args, "output", g.out.String())...)
+		}
+		if p.pending == nil {
+			p.restart(rec, st)
+		}
+	default:
+		level := hclog.Info
+		if !st.clean() {
+			level = hclog.Warn
+		}
+		p.log.Log(level, "generation exited", args...)
+	}
+}
+
+// failed ends handover h, whose generation n did not become ready: the
+// serving generation keeps serving, or, when none serves, the restart
+// policy takes over.
+func (p *program) failed(h *handover, n int, why, output string) {
+	p.stats.LastError = fmt.Sprintf("gen %d: %s", n, why)
+	if p.current != nil {
+		args := []any{"gen", n, "why", why, "serving_gen", p.current.n}
+		if output != "" {
+			args = append(args, "output", output)
+		}
+		p.log.Error("rollback: the new generation failed; the serving one keeps serving", args...)
+	} else {
+		args := []any{"gen", n, "why", why}
+		if output != "" {
+			args = append(args, "output", output)
+		}
+		p.log.Error("start failed", args...)
+	}
+	err := fmt.Errorf("%w: gen %d: %s", ErrRolledBack, n, why)
+	if p.current == nil && !p.stopping && p.queued == nil {
+		p.restart(&ExitRecord{Generation: n}, processStatus{Code: -1})
+	}
+	p.drop(h, err)
+}
+
+// restart applies the restart policy after the program went down.
+func (p *program) restart(rec *ExitRecord, st processStatus) {
+	if p.queued != nil {
+		p.next() // a requested start comes first
+		return
+	}
+	pol := p.cfg.Restart
+	switch {
+	case pol.Policy == RestartNever:
+		p.exitedBy = "restart policy \"never\""
+	case pol.Policy == RestartOnFailure && st.clean():
+		p.exitedBy = "exit status 0 and restart policy \"on-failure\""
+	}
+	if p.exitedBy != "" {
+		p.log.Warn("not restarting; the listening socket stays open, start the program with baton start or a reload", "because", p.exitedBy)
+		return
+	}
+	if rec.Uptime >= pol.ResetAfter {
+		p.crashes = 0
+	}
+	p.crashes++
+	d := backoff(pol, p.crashes, rand.Float64())
+	p.restartAt = time.Now().Add(d)
+	p.log.Info("restarting after a backoff; the listening socket stays open meanwhile", "in", d.Round(time.Millisecond), "consecutive_failures", p.crashes)
+	p.timerSeq++
+	id := p.timerSeq
+	p.restartID = id
+	p.restartT = time.AfterFunc(d, func() { p.post(evRestart{id}) })
+}
+
+// backoff is the wait before restart number n (1, 2, …): the backoff
+// doubled each time, capped at max_backoff, less up to 20 % of jitter so
+// that programs that failed together do not restart together.
+func backoff(pol RestartConfig, n int, jitter float64) time.Duration {
+	d := pol.Backoff
+	for i := 1; i < n && d < pol.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, pol.MaxBackoff)
+	return d - time.Duration(float64(d)*0.2*jitter)
+}
+
+// stopAll stops every generation and refuses further handovers.
+func (p *program) stopAll() {
+	if !p.stopping {
+		p.stopping = true
+		p.log.Info("stopping")
+	}
+	if p.restartT != nil {
+		p.restartT.Stop()
+		p.restartT = nil
+	}
+	if q := p.queued; q != nil {
+		p.queued = nil
+		p.drop(q, ErrStopping)
+	}
+	for _, g := range p.gens {
+		p.stop(g, "stop")
+	}
+}
+
+func (p *program) finish() {
+	p.sup.sockets.releaseAll(p.socks)
+	p.socks = nil
+	p.log.Info("stopped")
+	for _, c := range p.stopWait {
+		close(c)
+	}
+}
+
+func (p *program) reply(h *handover, err error) {
+	if h == nil {
+		return
+	}
+	for _, c := range h.replies {
+		c <- err
+	}
+	h.replies = nil
+}

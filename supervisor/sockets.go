@@ -1,0 +1,237 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// socket is a listening socket owned by the supervisor and passed to every
+// generation that serves the listener.
+//
+// Its *os.File wraps a descriptor that was in blocking mode when the File
+// was made, so the File is not "non-blocking" to Go and File.Fd, which
+// os/exec calls on every ExtraFiles entry, never changes the O_NONBLOCK
+// flag. That flag lives in the open file description shared with every
+// generation: switching it to blocking mode under a running Go child
+// leaves it stuck in accept(2) while it should drain.
+type socket struct {
+	key     string // Listener.key
+	address string // as configured
+	bound   string // as bound: the port of ":0" resolved
+	file    *os.File
+	unix    string // path of a unix socket we created, removed on close
+	ino     uint64 // its inode, so we never remove someone else's file
+	refs    int
+}
+
+// sockets is the supervisor's table of open listening sockets, shared by
+// its programs and counted by reference: a socket closes when no program
+// config and no running generation uses it any more.
+type sockets struct {
+	mu    sync.Mutex
+	byKey map[string]*socket
+	// inherited are sockets baton itself was given by systemd, by name.
+	inherited map[string]*os.File
+}
+
+func newSockets() *sockets {
+	return &sockets{byKey: map[string]*socket{}, inherited: map[string]*os.File{}}
+}
+
+// acquire returns the socket for key and address, opening it on first
+// use.
+func (t *sockets) acquire(key, address string) (*socket, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s, ok := t.byKey[key]; ok {
+		s.refs++
+		return s, nil
+	}
+	s, err := openSocket(address)
+	if err != nil {
+		return nil, err
+	}
+	s.key, s.refs = key, 1
+	t.byKey[key] = s
+	return s, nil
+}
+
+// acquireAll acquires the sockets of program's listeners ls, in order; on
+// error it releases what it took.
+func (t *sockets) acquireAll(program string, ls []Listener) ([]*socket, error) {
+	var out []*socket
+	for _, l := range ls {
+		s, err := t.acquire(l.key(program), l.Address)
+		if err != nil {
+			t.releaseAll(out)
+			return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (t *sockets) hold(ss []*socket) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range ss {
+		s.refs++
+	}
+}
+
+func (t *sockets) releaseAll(ss []*socket) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range ss {
+		s.refs--
+		if s.refs == 0 {
+			delete(t.byKey, s.key)
+			s.close()
+		}
+	}
+}
+
+func (s *socket) close() {
+	s.file.Close()
+	if s.unix != "" {
+		var st syscall.Stat_t
+		if syscall.Stat(s.unix, &st) == nil && st.Ino == s.ino {
+			os.Remove(s.unix)
+		}
+	}
+}
+
+var somaxconn = func() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if n, err2 := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && err2 == nil && n > 0 {
+		return n
+	}
+	return 4096
+}()
+
+// openSocket binds and listens with system calls, leaving the descriptor
+// in blocking mode (see socket).
+func openSocket(address string) (*socket, error) {
+	if path, ok := strings.CutPrefix(address, "unix:"); ok {
+		return openUnix(address, path)
+	}
+	return openTCP(address)
+}
+
+func openTCP(address string) (*socket, error) {
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		if port, err = net.LookupPort("tcp", portStr); err != nil {
+			return nil, err
+		}
+	}
+	ip := net.ParseIP(host)
+	var family int
+	var sa syscall.Sockaddr
+	v6only := 1
+	switch {
+	case host == "":
+		// All interfaces, IPv4 and IPv6, as net.Listen does.
+		family, v6only = syscall.AF_INET6, 0
+		sa = &syscall.SockaddrInet6{Port: port}
+	case ip.To4() != nil:
+		family = syscall.AF_INET
+		s4 := &syscall.SockaddrInet4{Port: port}
+		copy(s4.Addr[:], ip.To4())
+		sa = s4
+	default:
+		family = syscall.AF_INET6
+		s6 := &syscall.SockaddrInet6{Port: port}
+		copy(s6.Addr[:], ip.To16())
+		sa = s6
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil && host == "" {
+		family, sa = syscall.AF_INET, &syscall.SockaddrInet4{Port: port}
+		fd, err = syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	fail := func(op string, err error) (*socket, error) {
+		syscall.Close(fd)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%s is already in use by another process; stop it or choose another address (ss -ltnp shows who listens)", address)
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("%s: permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE", address)
+		}
+		return nil, fmt.Errorf("%s %s: %w", op, address, err)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	if family == syscall.AF_INET6 {
+		if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, v6only); err != nil {
+			return fail("setsockopt", err)
+		}
+	}
+	if err := syscall.Bind(fd, sa); err != nil {
+		return fail("bind", err)
+	}
+	if err := syscall.Listen(fd, somaxconn); err != nil {
+		return fail("listen", err)
+	}
+	bound := address
+	if got, err := syscall.Getsockname(fd); err == nil {
+		switch a := got.(type) {
+		case *syscall.SockaddrInet4:
+			bound = net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+		case *syscall.SockaddrInet6:
+			h := net.IP(a.Addr[:]).String()
+			if host == "" {
+				h = ""
+			}
+			bound = net.JoinHostPort(h, strconv.Itoa(a.Port))
+		}
+	}
+	return &socket{address: address, bound: bound, file: os.NewFile(uintptr(fd), "listener "+bound)}, nil
+}
+
+func openUnix(address, path string) (*socket, error) {
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket; remove it or choose another path", path)
+		}
+		// A socket file: in use if someone answers, stale otherwise.
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is already in use by another process", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove the stale socket %s: %w", path, err)
+		}
+	}
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("bind %s: %w", path, err)
+	}
+	if err := syscall.Listen(fd, somaxconn); err != nil {
+		syscall.Close(fd)
+		os.Remove(path)
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	var st syscall.Stat_t
+	syscall.Stat(path, &st)
+	return &socket{address: address, bound: address, file: os.NewFile(uintptr(fd), "listener "+address), unix: path, ino: st.Ino}, nil
+}

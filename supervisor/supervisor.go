@@ -1,0 +1,459 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Config configures a Supervisor.
+type Config struct {
+	// File is the path of the config file. Default DefaultConfigFile.
+	File string
+	// Logger receives baton's events and the programs' output. Default: a
+	// logger named "baton" on LogOutput, with the file's log block.
+	Logger hclog.Logger
+	// LogOutput is where the default logger writes. Default os.Stderr.
+	LogOutput io.Writer
+}
+
+// ConfigError is a config file that does not validate. Its diagnostics
+// carry positions (config.hcl:4,3-15).
+type ConfigError struct {
+	Diags hcl.Diagnostics
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid config:")
+	for _, d := range e.Diags {
+		if d.Severity == hcl.DiagError {
+			b.WriteString("\n  " + FormatDiagnostic(d))
+		}
+	}
+	return b.String()
+}
+
+// FormatDiagnostic renders a diagnostic as "file:line,col-col: summary;
+// detail", the form editors and CI logs link.
+func FormatDiagnostic(d *hcl.Diagnostic) string {
+	msg := d.Summary
+	if d.Detail != "" {
+		msg += "; " + d.Detail
+	}
+	if d.Subject != nil {
+		return d.Subject.String() + ": " + msg
+	}
+	return msg
+}
+
+// ErrKilled is returned by Run when a child had to be killed with SIGKILL
+// while baton stopped, because it outlived its stop timeout or baton was
+// told to stop immediately.
+var ErrKilled = errors.New("supervisor: a child had to be killed")
+
+// Supervisor runs the programs of a config file: it owns their listening
+// sockets and hands them from each generation to the next.
+//
+// New, Run and the request methods (Reload, Status, Kill) are safe for
+// concurrent use; Run is called once.
+type Supervisor struct {
+	cfg     Config
+	log     hclog.Logger
+	level   hclog.Level
+	sockets *sockets
+	spawner *spawner
+	runDir  string
+	baseEnv []string
+
+	mu       sync.Mutex
+	file     *File
+	programs map[string]*program
+	loops    sync.WaitGroup
+	running  bool
+	stopping bool
+
+	reloadMu sync.Mutex
+	kill     chan struct{}
+	killOnce sync.Once
+
+	hookMu sync.Mutex
+	hooks  []func(Event)
+}
+
+// Event is something that happened to a generation, for observers.
+type Event struct {
+	Program    string
+	What       string // "ready" or "exit"
+	Generation int
+}
+
+// New loads the config file and opens every listening socket. It returns
+// a *ConfigError when the file does not validate, and an error naming the
+// listener when a socket cannot be opened; nothing is left open then.
+func New(cfg Config) (*Supervisor, error) {
+	if cfg.File == "" {
+		cfg.File = DefaultConfigFile
+	}
+	file, diags := LoadFile(cfg.File)
+	if diags.HasErrors() {
+		return nil, &ConfigError{Diags: diags}
+	}
+	s := &Supervisor{
+		cfg:      cfg,
+		file:     file,
+		sockets:  newSockets(),
+		programs: map[string]*program{},
+		kill:     make(chan struct{}),
+	}
+	s.level = hclog.LevelFromString(file.Log.Level)
+	s.log = cfg.Logger
+	if s.log == nil {
+		out := cfg.LogOutput
+		if out == nil {
+			out = os.Stderr
+		}
+		s.log = hclog.New(&hclog.LoggerOptions{
+			Name:       "baton",
+			Level:      s.level,
+			Output:     out,
+			JSONFormat: file.Log.Format == "json",
+		})
+	}
+	for _, d := range diags {
+		s.log.Warn(FormatDiagnostic(d))
+	}
+	s.baseEnv = cleanEnv(os.Environ())
+
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	runDir, err := os.MkdirTemp(dir, "baton-")
+	if err != nil {
+		return nil, fmt.Errorf("create the runtime directory: %w", err)
+	}
+	s.runDir = runDir
+
+	socks := map[string][]*socket{}
+	for _, p := range file.Programs {
+		ss, err := s.sockets.acquireAll(p.Name, p.Listeners)
+		if err != nil {
+			for _, ss := range socks {
+				s.sockets.releaseAll(ss)
+			}
+			os.RemoveAll(runDir)
+			return nil, fmt.Errorf("program %q: %w", p.Name, err)
+		}
+		socks[p.Name] = ss
+	}
+	for _, p := range file.Programs {
+		s.programs[p.Name] = newProgram(s, p, socks[p.Name])
+	}
+	return s, nil
+}
+
+// cleanEnv drops the protocol variables baton itself may have been
+// started with, so that they do not reach its programs.
+func cleanEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if reservedEnv(k) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// Logger returns the supervisor's logger.
+func (s *Supervisor) Logger() hclog.Logger { return s.log }
+
+// Addr returns the bound address of a program's listener ("host:port",
+// with the port of ":0" resolved, or "unix:/path"), or "" when there is
+// no such listener.
+func (s *Supervisor) Addr(program, listener string) string {
+	s.mu.Lock()
+	p := s.programs[program]
+	s.mu.Unlock()
+	if p == nil {
+		return ""
+	}
+	st := p.statusNow()
+	for _, l := range st.Listeners {
+		if l.Name == listener {
+			return l.Address
+		}
+	}
+	return ""
+}
+
+// Run starts every program and supervises them until ctx is cancelled,
+// then stops them all gracefully and returns once every child was reaped.
+// It returns ErrKilled when a child had to be killed on the way.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return errors.New("supervisor: Run called twice")
+	}
+	s.running = true
+	s.spawner = newSpawner()
+	for _, name := range s.order() {
+		s.startLoop(s.programs[name])
+	}
+	s.mu.Unlock()
+	s.log.Info("baton started", "config", s.cfg.File, "programs", strings.Join(s.order(), ","), "pid", os.Getpid())
+
+	select {
+	case <-ctx.Done():
+		s.log.Info("stopping every program", "reason", context.Cause(ctx))
+	case <-s.kill:
+		s.log.Warn("stopping every program immediately")
+	}
+	s.mu.Lock()
+	s.stopping = true
+	progs := make([]*program, 0, len(s.programs))
+	for _, p := range s.programs {
+		progs = append(progs, p)
+	}
+	s.mu.Unlock()
+	for _, p := range progs {
+		p.post(evStop{done: make(chan struct{})})
+	}
+	s.loops.Wait()
+	s.spawner.close()
+	os.RemoveAll(s.runDir)
+
+	killed := false
+	for _, p := range progs {
+		killed = killed || p.killedStopping
+	}
+	if killed {
+		s.log.Warn("baton stopped; a child had to be killed")
+		return ErrKilled
+	}
+	s.log.Info("baton stopped")
+	return nil
+}
+
+// Kill stops every program immediately: their process groups get SIGKILL.
+// Run then returns ErrKilled once they were reaped.
+func (s *Supervisor) Kill() {
+	s.killOnce.Do(func() {
+		s.mu.Lock()
+		for _, p := range s.programs {
+			go p.post(evKill{})
+		}
+		s.mu.Unlock()
+		close(s.kill)
+	})
+}
+
+func (s *Supervisor) startLoop(p *program) {
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		p.run()
+	}()
+}
+
+// order returns the program names in file order. Call with s.mu held.
+func (s *Supervisor) order() []string {
+	var names []string
+	seen := map[string]bool{}
+	for _, p := range s.file.Programs {
+		if s.programs[p.Name] != nil {
+			names = append(names, p.Name)
+			seen[p.Name] = true
+		}
+	}
+	var rest []string
+	for n := range s.programs {
+		if !seen[n] {
+			rest = append(rest, n)
+		}
+	}
+	sort.Strings(rest)
+	return append(names, rest...)
+}
+
+// Reload re-reads the config file and applies it: programs added are
+// started, programs removed are stopped, and the others are handed over
+// to a new generation with their new config, every one of them when
+// explicit is set (SIGHUP, baton reload), only the changed ones otherwise.
+// With names, only those programs are handed over.
+//
+// It is all or nothing: when the file does not validate or a new listener
+// cannot be opened, nothing changes and the error says why. Reload
+// returns when every handover has ended; its error joins the rollbacks.
+func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, names ...string) error {
+	// Reloads are read and dispatched one at a time; their handovers run
+	// in the programs, which merge the requests that arrive during one.
+	s.reloadMu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			s.reloadMu.Unlock()
+		}
+	}()
+	file, diags := LoadFile(s.cfg.File)
+	if diags.HasErrors() {
+		err := &ConfigError{Diags: diags}
+		s.log.Error("config not applied; every program keeps running as it was", "error", err)
+		return err
+	}
+	for _, d := range diags {
+		s.log.Warn(FormatDiagnostic(d))
+	}
+	for _, n := range names {
+		if !file.has(n) {
+			return fmt.Errorf("no program named %q in %s", n, s.cfg.File)
+		}
+	}
+
+	s.mu.Lock()
+	if s.stopping || !s.running {
+		s.mu.Unlock()
+		return ErrStopping
+	}
+	// Every socket first: a listener that cannot be opened fails the
+	// whole reload before anything changed.
+	socks := map[string][]*socket{}
+	for _, p := range file.Programs {
+		if len(names) > 0 && !contains(names, p.Name) {
+			continue
+		}
+		ss, err := s.sockets.acquireAll(p.Name, p.Listeners)
+		if err != nil {
+			for _, ss := range socks {
+				s.sockets.releaseAll(ss)
+			}
+			s.mu.Unlock()
+			err = fmt.Errorf("program %q: %w", p.Name, err)
+			s.log.Error("config not applied; every program keeps running as it was", "error", err)
+			return err
+		}
+		socks[p.Name] = ss
+	}
+	type job struct {
+		p *program
+		h *handover
+	}
+	var jobs []job
+	var removed []*program
+	for _, pc := range file.Programs {
+		ss, ok := socks[pc.Name]
+		if !ok {
+			continue
+		}
+		if p := s.programs[pc.Name]; p != nil {
+			jobs = append(jobs, job{p, &handover{reason: reason, explicit: explicit, cfg: pc, socks: ss}})
+			continue
+		}
+		p := newProgram(s, pc, ss)
+		s.programs[pc.Name] = p
+		s.log.Info("program added", "program", pc.Name)
+		s.startLoop(p)
+	}
+	if len(names) == 0 {
+		for name, p := range s.programs {
+			if !file.has(name) {
+				delete(s.programs, name)
+				removed = append(removed, p)
+			}
+		}
+	}
+	s.file = file
+	s.mu.Unlock()
+
+	if lv := hclog.LevelFromString(file.Log.Level); lv != s.level && s.cfg.Logger == nil {
+		s.level = lv
+		s.log.SetLevel(lv)
+	}
+	var wg sync.WaitGroup
+	posted := make(chan struct{}, len(jobs))
+	for _, p := range removed {
+		s.log.Info("program removed: stopping it", "program", p.name)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan struct{})
+			p.post(evStop{done: done})
+			<-p.quit
+		}()
+	}
+	errs := make([]error, len(jobs))
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := j.p.request(j.h, posted)
+			if errors.Is(err, ErrUnchanged) {
+				err = nil
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", j.p.name, err)
+			}
+		}()
+	}
+	for range jobs {
+		<-posted
+	}
+	s.reloadMu.Unlock()
+	locked = false
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (f *File) has(name string) bool {
+	for _, p := range f.Programs {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// program returns the running program called name, or nil.
+func (s *Supervisor) program(name string) *program {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.programs[name]
+}
+
+// observe tells the observers about an event.
+func (s *Supervisor) observe(program, what string, gen int) {
+	s.hookMu.Lock()
+	hooks := s.hooks
+	s.hookMu.Unlock()
+	for _, h := range hooks {
+		h(Event{Program: program, What: what, Generation: gen})
+	}
+}
+
+// Observe registers f to be called, from the program's goroutine, for
+// every generation that becomes ready or exits. f must not block.
+func (s *Supervisor) Observe(f func(Event)) {
+	s.hookMu.Lock()
+	s.hooks = append(s.hooks, f)
+	s.hookMu.Unlock()
+}
