@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/baton-run/baton/supervisor"
+	"github.com/hashicorp/hcl/v2"
+)
+
+const checkDesc = `
+Validate the config file without starting anything. Each problem is
+printed with its position (config.hcl:4,3-15) and what to do about it.
+Exit status 1 when the file has errors; warnings alone exit 0.`
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check", "[-config FILE]", checkDesc, stderr)
+	file := fs.String("config", supervisor.DefaultConfigFile, "the config `FILE`")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	f, diags := supervisor.LoadFile(*file)
+	for _, d := range diags {
+		kind := "error"
+		if d.Severity == hcl.DiagWarning {
+			kind = "warning"
+		}
+		fmt.Fprintf(stderr, "%s: %s\n", kind, supervisor.FormatDiagnostic(d))
+	}
+	if diags.HasErrors() {
+		return exitError
+	}
+	fmt.Fprintf(stdout, "%s: ok, %d program(s)\n", *file, len(f.Programs))
+	for _, p := range f.Programs {
+		fmt.Fprintf(stdout, "  %s:", p.Name)
+		for _, l := range p.Listeners {
+			fmt.Fprintf(stdout, " %s=%s", l.Name, l.Address)
+		}
+		fmt.Fprintf(stdout, " ready=%s stop=%s/%v\n", p.Ready.Mode, signalName(p), p.Stop.Timeout)
+	}
+	return exitOK
+}
+
+func signalName(p *supervisor.Program) string {
+	return supervisor.SignalName(p.Stop.Signal)
+}

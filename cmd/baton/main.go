@@ -1,0 +1,141 @@
+// Command baton supervises Go web servers and restarts them without
+// dropping a request: it owns their listening sockets and hands them from
+// each generation of a program to the next.
+//
+// Run "baton help" for the commands.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+)
+
+// Exit statuses of baton.
+const (
+	exitOK     = 0
+	exitError  = 1 // invalid config, a socket that cannot be opened, a failed request
+	exitUsage  = 2
+	exitKilled = 3 // run: a child had to be killed while baton stopped
+)
+
+// version is set at link time (-ldflags "-X main.version=v1.2.3"); without
+// it the module version of the build is used.
+var version string
+
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) int
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{"run", "supervise the programs of a config file, in the foreground", cmdRun},
+		{"check", "validate a config file and print its problems with their positions", cmdCheck},
+		{"version", "print baton's version", cmdVersion},
+	}
+}
+
+func main() {
+	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func cli(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			return cli([]string{args[1], "-h"}, stdout, stderr)
+		}
+		usage(stdout)
+		return exitOK
+	case "-version", "--version":
+		return cmdVersion(nil, stdout, stderr)
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "baton: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `baton restarts Go web servers without dropping a request or losing a
+background write: it owns their listening sockets, starts each new
+generation with the same sockets, waits until it is ready, then stops the
+old one.
+
+Usage:
+  baton <command> [flags]
+
+Commands:
+`)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, `
+Run "baton <command> -h" for a command's flags.
+`)
+}
+
+// newFlags returns a flag set whose -h prints the command's description.
+func newFlags(name, synopsis, desc string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("baton "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: baton %s %s\n\n%s\n", name, synopsis, strings.TrimSpace(desc))
+		var hasFlags bool
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprintf(fs.Output(), "\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parse parses args; it returns false and the exit status when the
+// command should not go on (-h, or a usage error).
+func parse(fs *flag.FlagSet, args []string) (int, bool) {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK, false
+	case err != nil:
+		return exitUsage, false
+	case fs.NArg() > 0:
+		fmt.Fprintf(fs.Output(), "baton: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("version", "", "Print baton's version.", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	v := version
+	if v == "" {
+		v = "(devel)"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+	}
+	fmt.Fprintf(stdout, "baton %s\n", v)
+	return exitOK
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/baton-run/baton/supervisor"
+)
+
+const runDesc = `
+Run every program of the config file in the foreground, each with its
+listening sockets, and keep them running: a new generation is started with
+the same sockets, and the old one is stopped only once the new one is
+ready. A generation that fails to become ready is killed and the serving
+one keeps serving.
+
+Signals:
+  SIGHUP           re-read the config and hand over every program
+  SIGTERM, SIGINT  stop every program gracefully, then exit; a second one
+                   stops them immediately
+  SIGQUIT          stop every program immediately (SIGKILL), then exit
+
+Exit status: 0 when every program stopped within its stop timeout, 3 when
+a child had to be killed, 1 when the config or a socket failed.`
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("run", "[-config FILE]", runDesc, stderr)
+	file := fs.String("config", supervisor.DefaultConfigFile, "the config `FILE`")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	sup, err := supervisor.New(supervisor.Config{File: *file, LogOutput: stderr})
+	if err != nil {
+		fmt.Fprintf(stderr, "baton: %v\n", err)
+		return exitError
+	}
+	return runSupervisor(sup)
+}
+
+// runSupervisor runs sup until a signal stops it, turning the other
+// signals into reloads and immediate stops.
+func runSupervisor(sup *supervisor.Supervisor) int {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	log := sup.Logger()
+	stopping := false
+	for {
+		select {
+		case err := <-done:
+			if errors.Is(err, supervisor.ErrKilled) {
+				return exitKilled
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "baton: %v\n", err)
+				return exitError
+			}
+			return exitOK
+		case sig := <-sigs:
+			switch {
+			case sig == syscall.SIGHUP:
+				log.Info("SIGHUP: reloading the config and handing over every program")
+				go sup.Reload(ctx, true, "SIGHUP")
+			case sig == syscall.SIGQUIT || stopping:
+				sup.Kill()
+			default:
+				stopping = true
+				log.Info("stopping gracefully; send the signal again to stop immediately", "signal", sig.String())
+				cancel(fmt.Errorf("signal %s", sig))
+			}
+		}
+	}
+}
