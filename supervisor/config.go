@@ -29,6 +29,22 @@ const (
 	DefaultBackoff      = 1 * time.Second
 	DefaultMaxBackoff   = 30 * time.Second
 	DefaultResetAfter   = 60 * time.Second
+	DefaultDebounce     = 300 * time.Millisecond
+	// DefaultBuildDir is where baton dev writes each build's binary,
+	// relative to the config file: a fresh path for every build, never
+	// over a binary that runs.
+	DefaultBuildDir = ".baton/build"
+)
+
+// OutputToken in a build command is replaced by the path of the binary to
+// write.
+const OutputToken = "{output}"
+
+// Defaults of a build block.
+var (
+	DefaultBuildInclude = []string{"*.go", "go.mod", "go.sum"}
+	// Directories never watched for source changes.
+	skippedDirs = []string{".git", ".hg", ".svn", "node_modules", "vendor", ".baton"}
 )
 
 // Readiness modes: how baton learns that a new generation serves.
@@ -52,13 +68,23 @@ type File struct {
 	Path     string // as given, for messages
 	Dir      string // absolute
 	Log      LogConfig
+	Watch    WatchConfig
 	Programs []*Program // in file order
+}
+
+// WatchConfig is the top-level watch block: what baton watches by itself.
+type WatchConfig struct {
+	Enabled  bool          // false turns every watch off
+	Config   bool          // the config file itself
+	Debounce time.Duration // quiet time after the last change of a path
+	Poll     time.Duration // > 0: poll at this interval instead of fsnotify
 }
 
 // LogConfig is the log block: baton's own log.
 type LogConfig struct {
-	Level  string // trace, debug, info, warn, error
-	Format string // text or json
+	Level    string // trace, debug, info, warn, error
+	Format   string // text or json
+	LevelSet bool   // the file sets the level (baton dev otherwise keeps its own events quiet)
 }
 
 // Program is a program block.
@@ -71,6 +97,24 @@ type Program struct {
 	Ready     ReadyConfig
 	Stop      StopConfig
 	Restart   RestartConfig
+	Watch     ProgramWatch
+	Build     *BuildConfig // nil without a build block
+}
+
+// ProgramWatch is a program's watch block.
+type ProgramWatch struct {
+	Enabled bool     // watch the binary (baton run) or the sources (baton dev)
+	Paths   []string // absolute; more files or directories whose change hands the program over
+}
+
+// BuildConfig is a program's build block, used by baton dev.
+type BuildConfig struct {
+	Command []string // argv with OutputToken where the binary goes
+	Dir     string   // absolute working directory
+	Env     []string // KEY=VALUE added to baton's environment
+	Watch   []string // absolute files and directories, watched recursively
+	Include []string // file name globs that count as sources
+	Exclude []string // globs of files and directories to skip
 }
 
 // Listener is a listener block: a socket baton opens once and passes to
@@ -117,7 +161,38 @@ type RestartConfig struct {
 // error with its position.
 type rawFile struct {
 	Log      *rawLog      `hcl:"log,block"`
+	Watch    *rawWatch    `hcl:"watch,block"`
 	Programs []rawProgram `hcl:"program,block"`
+}
+
+type rawWatch struct {
+	Enabled       *bool     `hcl:"enabled,optional"`
+	Config        *bool     `hcl:"config,optional"`
+	Debounce      *string   `hcl:"debounce,optional"`
+	DebounceRange hcl.Range `hcl:"debounce,attr_value_range"`
+	Poll          *string   `hcl:"poll,optional"`
+	PollRange     hcl.Range `hcl:"poll,attr_value_range"`
+}
+
+type rawProgramWatch struct {
+	Enabled    *bool     `hcl:"enabled,optional"`
+	Paths      []string  `hcl:"paths,optional"`
+	PathsRange hcl.Range `hcl:"paths,attr_value_range"`
+}
+
+type rawBuild struct {
+	DefRange     hcl.Range         `hcl:",def_range"`
+	Command      []string          `hcl:"command"`
+	CommandRange hcl.Range         `hcl:"command,attr_value_range"`
+	Dir          *string           `hcl:"dir,optional"`
+	Env          map[string]string `hcl:"env,optional"`
+	EnvRange     hcl.Range         `hcl:"env,attr_value_range"`
+	Watch        []string          `hcl:"watch,optional"`
+	WatchRange   hcl.Range         `hcl:"watch,attr_value_range"`
+	Include      []string          `hcl:"include,optional"`
+	IncludeRange hcl.Range         `hcl:"include,attr_value_range"`
+	Exclude      []string          `hcl:"exclude,optional"`
+	ExcludeRange hcl.Range         `hcl:"exclude,attr_value_range"`
 }
 
 type rawLog struct {
@@ -141,6 +216,8 @@ type rawProgram struct {
 	Ready        *rawReady         `hcl:"ready,block"`
 	Stop         *rawStop          `hcl:"stop,block"`
 	Restart      *rawRestart       `hcl:"restart,block"`
+	Watch        *rawProgramWatch  `hcl:"watch,block"`
+	Build        *rawBuild         `hcl:"build,block"`
 }
 
 type rawListener struct {
@@ -246,12 +323,26 @@ func (v *validator) warnf(rng hcl.Range, summary, format string, args ...any) {
 }
 
 func (v *validator) file(raw *rawFile, filename string, body *hclsyntax.Body) *File {
-	f := &File{Path: filename, Dir: v.dir, Log: LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat}}
+	f := &File{Path: filename, Dir: v.dir, Log: LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Watch: WatchConfig{Enabled: true, Config: true, Debounce: DefaultDebounce}}
+	if w := raw.Watch; w != nil {
+		if w.Enabled != nil {
+			f.Watch.Enabled = *w.Enabled
+		}
+		if w.Config != nil {
+			f.Watch.Config = *w.Config
+		}
+		f.Watch.Debounce = v.duration(w.Debounce, w.DebounceRange, DefaultDebounce, true)
+		f.Watch.Poll = v.duration(w.Poll, w.PollRange, 0, true)
+		if f.Watch.Poll > 0 && f.Watch.Poll < 10*time.Millisecond {
+			v.errorf(w.PollRange, "Poll interval too short", "poll %v would keep a core busy; use at least 10ms (1s is usual).", f.Watch.Poll)
+		}
+	}
 	if l := raw.Log; l != nil {
 		if l.Level != nil {
 			switch lv := strings.ToLower(*l.Level); lv {
 			case "trace", "debug", "info", "warn", "error":
-				f.Log.Level = lv
+				f.Log.Level, f.Log.LevelSet = lv, true
 			default:
 				v.errorf(l.LevelRange, "Invalid log level", "%q is not a log level; use trace, debug, info, warn or error.", *l.Level)
 			}
@@ -404,7 +495,71 @@ func (v *validator) program(rp *rawProgram) *Program {
 			v.errorf(r.MaxBackoffRange, "max_backoff below backoff", "max_backoff %v is shorter than backoff %v.", p.Restart.MaxBackoff, p.Restart.Backoff)
 		}
 	}
+
+	p.Watch = ProgramWatch{Enabled: true}
+	if w := rp.Watch; w != nil {
+		if w.Enabled != nil {
+			p.Watch.Enabled = *w.Enabled
+		}
+		for _, path := range w.Paths {
+			if path == "" {
+				v.errorf(w.PathsRange, "Empty path", "paths lists files or directories to watch; an empty string is not one.")
+				continue
+			}
+			p.Watch.Paths = append(p.Watch.Paths, v.path(path))
+		}
+	}
+	if b := rp.Build; b != nil {
+		p.Build = v.build(b, p)
+	}
 	return p
+}
+
+func (v *validator) build(b *rawBuild, p *Program) *BuildConfig {
+	bc := &BuildConfig{Command: b.Command, Dir: v.dir, Include: DefaultBuildInclude, Watch: []string{v.dir}}
+	has := false
+	for _, a := range b.Command {
+		has = has || strings.Contains(a, OutputToken)
+	}
+	switch {
+	case len(b.Command) == 0 || b.Command[0] == "":
+		v.errorf(b.CommandRange, "Empty build command", `command is the build's argv, for example ["go", "build", "-o", "{output}", "."].`)
+	case !has:
+		v.errorf(b.CommandRange, "Build output not named", `The build command must write the binary to %s, which baton replaces with a fresh path for each build, for example ["go", "build", "-o", "{output}", "."].`, OutputToken)
+	}
+	if b.Dir != nil {
+		bc.Dir = v.path(*b.Dir)
+	}
+	for k, val := range b.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			v.errorf(b.EnvRange, "Invalid environment variable", "%q cannot be the name of an environment variable.", k)
+			continue
+		}
+		bc.Env = append(bc.Env, k+"="+val)
+	}
+	sort.Strings(bc.Env)
+	if b.Watch != nil {
+		bc.Watch = nil
+		for _, w := range b.Watch {
+			bc.Watch = append(bc.Watch, v.path(w))
+		}
+		if len(bc.Watch) == 0 {
+			v.errorf(b.WatchRange, "Nothing to watch", "watch lists the directories and files of the sources, for example [\".\"].")
+		}
+	}
+	check := func(globs []string, rng hcl.Range) []string {
+		for _, g := range globs {
+			if _, err := filepath.Match(strings.TrimPrefix(g, "**/"), "x"); err != nil || g == "" {
+				v.errorf(rng, "Invalid glob", "%q is not a valid pattern: use * and ? within a name, as in \"*.go\" or \"web/*.tmpl\".", g)
+			}
+		}
+		return globs
+	}
+	if b.Include != nil {
+		bc.Include = check(b.Include, b.IncludeRange)
+	}
+	bc.Exclude = check(b.Exclude, b.ExcludeRange)
+	return bc
 }
 
 // duration parses an optional duration attribute; zero is allowed only

@@ -258,9 +258,10 @@ func (g *generation) signal(sig syscall.Signal) error {
 }
 
 // fingerprint identifies a program's configuration, to tell whether a
-// reload changed it.
+// reload changed it. The executable's path is left out: the generation key
+// holds the binary's content, and baton dev gives each build a new path.
 func (p *Program) fingerprint() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%q %q %q %v %+v %+v %+v", p.Command, p.Dir, p.Env, p.Listeners, p.Ready, p.Stop, p.Restart)
+	fmt.Fprintf(h, "%q %q %q %v %+v %+v %+v", p.Command[1:], p.Dir, p.Env, p.Listeners, p.Ready, p.Stop, p.Restart)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }

@@ -77,6 +77,31 @@ var fakeChildren = map[string]func() int{
 		time.Sleep(d) // the behaviour under test: a slow start
 		return fakeServe(child.Config{})
 	},
+	// fake-build: a build command. It waits for a byte on the FIFO
+	// FAKE_GATE, if set, then writes to its argument a script that runs
+	// the fake child "serve"; each build's script is different.
+	"fake-build": func() int {
+		if gate := os.Getenv("FAKE_GATE"); gate != "" {
+			f, err := os.Open(gate)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			f.Read(make([]byte, 1))
+			f.Close()
+		}
+		if os.Getenv("FAKE_FAIL") != "" {
+			fmt.Fprintln(os.Stderr, "main.go:3:1: syntax error: unexpected }")
+			return 1
+		}
+		argv, sel := proctest.SelfArgv("serve")
+		script := fmt.Sprintf("#!/bin/sh\n# build %d\nexport %s\nexec %q %q\n", time.Now().UnixNano(), sel, argv[0], argv[1])
+		if err := os.WriteFile(os.Args[len(os.Args)-1], []byte(script), 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	},
 	// grandchild: starts a grandchild that would outlive it, then serves.
 	"grandchild": func() int {
 		cmd := proctest.Self("never-ready")
@@ -138,11 +163,18 @@ program %q {
 
 func newHarness(t *testing.T, config string) *harness {
 	t.Helper()
+	return newHarnessWith(t, config, Config{})
+}
+
+// newHarnessWith runs a Supervisor with cfg (File and Logger are set).
+func newHarnessWith(t *testing.T, config string, cfg Config) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	h := &harness{t: t, dir: dir, file: filepath.Join(dir, "config.hcl"), log: proctest.NewBuffer(), events: proctest.NewBuffer()}
 	h.write(config)
 	logger := hclog.New(&hclog.LoggerOptions{Name: "baton", Level: hclog.Debug, Output: io.MultiWriter(h.log, testWriter{t})})
-	sup, err := New(Config{File: h.file, Logger: logger})
+	cfg.File, cfg.Logger = h.file, logger
+	sup, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

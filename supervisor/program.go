@@ -27,6 +27,7 @@ var (
 
 // Program states, as status reports them.
 const (
+	StateBuilding = "building" // baton dev: waiting for the first good build
 	StateStarting = "starting" // the first generation is not ready yet
 	StateRunning  = "running"  // a generation serves
 	StateBackoff  = "backoff"  // down, waiting to restart
@@ -65,6 +66,8 @@ type program struct {
 	exitedBy       string // StateExited: why
 	stats          Stats
 	stopWait       []chan struct{}
+	awaitBuild     bool   // baton dev: the first build has not produced a binary yet
+	lastKey        string // the key of the last generation started
 }
 
 // Stats are a program's counters and last events.
@@ -95,7 +98,14 @@ type handover struct {
 	explicit bool     // SIGHUP, reload, restart: always tried
 	cfg      *Program // the config to start with; nil keeps the current
 	socks    []*socket
-	replies  []chan error
+	replies  []chan handoverResult
+}
+
+// handoverResult is the outcome of a handover request.
+type handoverResult struct {
+	Gen     int           // the generation that serves now (0 if none)
+	ReadyIn time.Duration // how long the new generation took to be ready
+	Err     error         // ErrRolledBack, ErrUnchanged, ErrKnownBad, ErrStopping
 }
 
 type event interface{}
@@ -127,7 +137,7 @@ func newProgram(sup *Supervisor, cfg *Program, socks []*socket) *program {
 		sup:    sup,
 		name:   cfg.Name,
 		log:    sup.log.With("program", cfg.Name),
-		outLog: sup.log.Named("program").Named(cfg.Name),
+		outLog: sup.outLog.Named(cfg.Name),
 		events: make(chan event),
 		quit:   make(chan struct{}),
 		cfg:    cfg,
@@ -135,6 +145,8 @@ func newProgram(sup *Supervisor, cfg *Program, socks []*socket) *program {
 		gens:   map[int]*generation{},
 		bad:    map[string]string{},
 		stats:  Stats{Exits: map[string]int{}},
+		// baton dev starts the program with its first good build.
+		awaitBuild: sup.building(cfg),
 	}
 }
 
@@ -148,9 +160,9 @@ func (p *program) post(ev event) {
 
 // request asks the loop for a handover and waits for its outcome. posted,
 // if not nil, is told once the loop has the request.
-func (p *program) request(h *handover, posted chan<- struct{}) error {
-	reply := make(chan error, 1)
-	h.replies = []chan error{reply}
+func (p *program) request(h *handover, posted chan<- struct{}) handoverResult {
+	reply := make(chan handoverResult, 1)
+	h.replies = []chan handoverResult{reply}
 	select {
 	case p.events <- evHandover{h}:
 		if posted != nil {
@@ -163,7 +175,7 @@ func (p *program) request(h *handover, posted chan<- struct{}) error {
 		if h.socks != nil {
 			p.sup.sockets.releaseAll(h.socks)
 		}
-		return ErrStopping
+		return handoverResult{Err: ErrStopping}
 	}
 	return <-reply
 }
@@ -172,7 +184,9 @@ func (p *program) request(h *handover, posted chan<- struct{}) error {
 // returns once the program was stopped and every generation was reaped.
 func (p *program) run() {
 	defer close(p.quit)
-	p.begin(&handover{reason: "start", explicit: true})
+	if !p.awaitBuild {
+		p.begin(&handover{reason: "start", explicit: true})
+	}
 	for {
 		ev := <-p.events
 		p.handle(ev)
@@ -253,17 +267,18 @@ func (p *program) begin(h *handover) {
 	if h.cfg != nil {
 		cfg, socks = h.cfg, h.socks
 	}
+	path, key, err := executable(cfg)
+	if err == nil && !h.explicit && p.skip(h, key) {
+		return
+	}
 	p.exitedBy = ""
 	p.nextGen++
 	n := p.nextGen
-	path, key, err := executable(cfg)
 	if err != nil {
 		p.failed(h, n, fmt.Sprintf("cannot start: %v", err), "")
 		return
 	}
-	if !h.explicit && p.skip(h, key) {
-		return
-	}
+	p.awaitBuild, p.lastKey = false, key
 	p.sup.sockets.hold(socks)
 	g, err := spawn(spawnSpec{
 		program: p.name, n: n, cfg: cfg, path: path, key: key, sockets: socks,
@@ -294,7 +309,7 @@ func (p *program) begin(h *handover) {
 // skip reports whether a watcher-requested generation would run what
 // already serves or already failed, and then ends h.
 func (p *program) skip(h *handover, key string) bool {
-	if p.current != nil && p.current.key == key {
+	if (p.current != nil && p.current.key == key) || (p.current == nil && p.pending == nil && p.lastKey == key) {
 		p.log.Info("change ignored: this binary and config already serve", "reason", h.reason)
 		p.drop(h, ErrUnchanged)
 		return true
@@ -396,7 +411,7 @@ func (p *program) onReady(g *generation) {
 		p.log.Info("ready", "gen", g.n, "pid", g.pid, "ready_in", readyIn)
 	}
 	p.sup.observe(p.name, "ready", g.n)
-	p.reply(h, nil)
+	p.replyResult(h, handoverResult{Gen: g.n, ReadyIn: readyIn})
 	p.next()
 }
 
@@ -621,11 +636,19 @@ func (p *program) finish() {
 }
 
 func (p *program) reply(h *handover, err error) {
+	gen := 0
+	if p.current != nil {
+		gen = p.current.n
+	}
+	p.replyResult(h, handoverResult{Gen: gen, Err: err})
+}
+
+func (p *program) replyResult(h *handover, res handoverResult) {
 	if h == nil {
 		return
 	}
 	for _, c := range h.replies {
-		c <- err
+		c <- res
 	}
 	h.replies = nil
 }

@@ -66,6 +66,8 @@ func (p *program) status() ProgramStatus {
 	case p.restartT != nil:
 		st.State = StateBackoff
 		st.RestartIn = time.Until(p.restartAt)
+	case p.awaitBuild:
+		st.State = StateBuilding
 	default:
 		st.State = StateExited
 	}

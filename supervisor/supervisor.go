@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +24,13 @@ type Config struct {
 	Logger hclog.Logger
 	// LogOutput is where the default logger writes. Default os.Stderr.
 	LogOutput io.Writer
+	// Dev turns on the build blocks (baton dev): programs are built from
+	// their sources, and rebuilt and handed over when the sources change.
+	Dev bool
+	// Console receives baton dev's human output, one line per cycle; nil
+	// for none. Color adds ANSI colours to it.
+	Console io.Writer
+	Color   bool
 }
 
 // ConfigError is a config file that does not validate. Its diagnostics
@@ -67,8 +75,12 @@ var ErrKilled = errors.New("supervisor: a child had to be killed")
 // concurrent use; Run is called once.
 type Supervisor struct {
 	cfg     Config
-	log     hclog.Logger
+	file0   string       // the config file's absolute path
+	dir     string       // and its directory
+	log     hclog.Logger // baton's events
+	outLog  hclog.Logger // the programs' output
 	level   hclog.Level
+	console *console
 	sockets *sockets
 	spawner *spawner
 	runDir  string
@@ -84,6 +96,11 @@ type Supervisor struct {
 	reloadMu sync.Mutex
 	kill     chan struct{}
 	killOnce sync.Once
+
+	runCtx   context.Context // cancelled when Run begins to stop
+	watcher  *watcher
+	builders map[string]*builder
+	bg       sync.WaitGroup // builders and watch-triggered requests
 
 	hookMu sync.Mutex
 	hooks  []func(Event)
@@ -112,21 +129,26 @@ func New(cfg Config) (*Supervisor, error) {
 		file:     file,
 		sockets:  newSockets(),
 		programs: map[string]*program{},
+		builders: map[string]*builder{},
 		kill:     make(chan struct{}),
+		console:  &console{w: cfg.Console, color: cfg.Color, dir: file.Dir},
 	}
+	s.file0, _ = filepath.Abs(cfg.File)
+	s.dir = file.Dir
 	s.level = hclog.LevelFromString(file.Log.Level)
-	s.log = cfg.Logger
+	s.log, s.outLog = cfg.Logger, nil
 	if s.log == nil {
 		out := cfg.LogOutput
 		if out == nil {
 			out = os.Stderr
 		}
-		s.log = hclog.New(&hclog.LoggerOptions{
-			Name:       "baton",
-			Level:      s.level,
-			Output:     out,
-			JSONFormat: file.Log.Format == "json",
-		})
+		opts := func(level hclog.Level, name string) *hclog.LoggerOptions {
+			return &hclog.LoggerOptions{Name: name, Level: level, Output: out, JSONFormat: file.Log.Format == "json"}
+		}
+		s.log = hclog.New(opts(s.devLevel(s.level, file), "baton"))
+		s.outLog = hclog.New(opts(s.level, "baton.program"))
+	} else {
+		s.outLog = s.log.Named("program")
 	}
 	for _, d := range diags {
 		s.log.Warn(FormatDiagnostic(d))
@@ -157,8 +179,26 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	for _, p := range file.Programs {
 		s.programs[p.Name] = newProgram(s, p, socks[p.Name])
+		if s.building(p) {
+			s.builders[p.Name] = newBuilder(s, p)
+		}
 	}
 	return s, nil
+}
+
+// devLevel is the level of baton's own events: baton dev keeps them to
+// warnings unless the config file sets a level, so that the terminal
+// shows the cycles and the programs' output.
+func (s *Supervisor) devLevel(level hclog.Level, f *File) hclog.Level {
+	if s.cfg.Dev && !f.Log.LevelSet && level < hclog.Warn {
+		return hclog.Warn
+	}
+	return level
+}
+
+// building reports whether p is built by baton dev.
+func (s *Supervisor) building(p *Program) bool {
+	return s.cfg.Dev && p.Build != nil
 }
 
 // cleanEnv drops the protocol variables baton itself may have been
@@ -208,9 +248,16 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.running = true
 	s.spawner = newSpawner()
+	runCtx, stopBackground := context.WithCancel(ctx)
+	s.runCtx = runCtx
 	for _, name := range s.order() {
 		s.startLoop(s.programs[name])
 	}
+	for _, b := range s.builders {
+		s.startBuilder(b)
+	}
+	s.watcher = newWatcher(s.log, s.file.Watch.Poll)
+	s.watcher.set(s.watchTargetsLocked())
 	s.mu.Unlock()
 	s.log.Info("baton started", "config", s.cfg.File, "programs", strings.Join(s.order(), ","), "pid", os.Getpid())
 
@@ -222,6 +269,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.stopping = true
+	s.mu.Unlock()
+	// First nothing new: no watch fires, no build runs; then the programs
+	// stop, which ends the requests still waiting on them.
+	s.watcher.close()
+	stopBackground()
+	s.mu.Lock()
 	progs := make([]*program, 0, len(s.programs))
 	for _, p := range s.programs {
 		progs = append(progs, p)
@@ -231,8 +284,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		p.post(evStop{done: make(chan struct{})})
 	}
 	s.loops.Wait()
+	s.bg.Wait()
 	s.spawner.close()
 	os.RemoveAll(s.runDir)
+	for _, b := range s.builders {
+		b.cleanup()
+	}
 
 	killed := false
 	for _, p := range progs {
@@ -257,6 +314,14 @@ func (s *Supervisor) Kill() {
 		s.mu.Unlock()
 		close(s.kill)
 	})
+}
+
+func (s *Supervisor) startBuilder(b *builder) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		b.run(s.runCtx)
+	}()
 }
 
 func (s *Supervisor) startLoop(p *program) {
@@ -308,9 +373,11 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 	}()
 	file, diags := LoadFile(s.cfg.File)
 	if diags.HasErrors() {
-		err := &ConfigError{Diags: diags}
-		s.log.Error("config not applied; every program keeps running as it was", "error", err)
-		return err
+		s.log.Error("config not applied; every program keeps running as it was", "reason", reason)
+		for _, d := range diags {
+			s.log.Error(FormatDiagnostic(d))
+		}
+		return &ConfigError{Diags: diags}
 	}
 	for _, d := range diags {
 		s.log.Warn(FormatDiagnostic(d))
@@ -356,29 +423,56 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 		if !ok {
 			continue
 		}
+		run := pc
+		if b := s.builders[pc.Name]; b != nil {
+			if !s.building(pc) {
+				// The build block went: run the binary it names.
+				delete(s.builders, pc.Name)
+			} else {
+				b.setBase(pc)
+				if run = b.runConfig(); run == nil {
+					// Nothing built yet: the first good build starts it.
+					s.sockets.releaseAll(ss)
+					continue
+				}
+			}
+		}
 		if p := s.programs[pc.Name]; p != nil {
-			jobs = append(jobs, job{p, &handover{reason: reason, explicit: explicit, cfg: pc, socks: ss}})
+			jobs = append(jobs, job{p, &handover{reason: reason, explicit: explicit, cfg: run, socks: ss}})
+			if s.building(pc) && s.builders[pc.Name] == nil {
+				b := newBuilder(s, pc)
+				s.builders[pc.Name] = b
+				s.startBuilder(b)
+			}
 			continue
 		}
 		p := newProgram(s, pc, ss)
 		s.programs[pc.Name] = p
 		s.log.Info("program added", "program", pc.Name)
 		s.startLoop(p)
+		if s.building(pc) {
+			b := newBuilder(s, pc)
+			s.builders[pc.Name] = b
+			s.startBuilder(b)
+		}
 	}
 	if len(names) == 0 {
 		for name, p := range s.programs {
 			if !file.has(name) {
 				delete(s.programs, name)
+				delete(s.builders, name)
 				removed = append(removed, p)
 			}
 		}
 	}
 	s.file = file
+	s.watcher.set(s.watchTargetsLocked())
 	s.mu.Unlock()
 
 	if lv := hclog.LevelFromString(file.Log.Level); lv != s.level && s.cfg.Logger == nil {
 		s.level = lv
-		s.log.SetLevel(lv)
+		s.log.SetLevel(s.devLevel(lv, file))
+		s.outLog.SetLevel(lv)
 	}
 	var wg sync.WaitGroup
 	posted := make(chan struct{}, len(jobs))
@@ -397,7 +491,7 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := j.p.request(j.h, posted)
+			err := j.p.request(j.h, posted).Err
 			if errors.Is(err, ErrUnchanged) {
 				err = nil
 			}
@@ -456,4 +550,73 @@ func (s *Supervisor) Observe(f func(Event)) {
 	s.hookMu.Lock()
 	s.hooks = append(s.hooks, f)
 	s.hookMu.Unlock()
+}
+
+// watchTargetsLocked lists what to watch for the current config: the
+// config file, each program's binary (baton run) or sources (baton dev),
+// and the paths its watch block adds. Call with s.mu held.
+func (s *Supervisor) watchTargetsLocked() []*watchTarget {
+	f := s.file
+	if !f.Watch.Enabled {
+		return nil
+	}
+	var ts []*watchTarget
+	if f.Watch.Config {
+		ts = append(ts, &watchTarget{path: s.file0, content: true, debounce: f.Watch.Debounce, fire: func([]string) {
+			s.background(func() { s.Reload(s.runCtx, false, "config file changed") })
+		}})
+	}
+	for _, pc := range f.Programs {
+		if !pc.Watch.Enabled {
+			continue
+		}
+		name := pc.Name
+		if b := s.builders[name]; b != nil {
+			for _, w := range pc.Build.Watch {
+				ts = append(ts, &watchTarget{path: w, tree: true, include: pc.Build.Include, exclude: pc.Build.Exclude,
+					debounce: f.Watch.Debounce, fire: b.trigger})
+			}
+		} else if strings.Contains(pc.Command[0], "/") {
+			ts = append(ts, &watchTarget{path: pc.Command[0], content: true, debounce: f.Watch.Debounce, fire: func([]string) {
+				s.watchHandover(name, "binary changed", false)
+			}})
+		}
+		for _, path := range pc.Watch.Paths {
+			fi, err := os.Stat(path)
+			tree := err == nil && fi.IsDir()
+			ts = append(ts, &watchTarget{path: path, tree: tree, content: !tree, debounce: f.Watch.Debounce, fire: func(changed []string) {
+				// The binary and config may be the same as what serves:
+				// the change is in these files, so it is always handed over.
+				s.watchHandover(name, s.console.describe(changed), true)
+			}})
+		}
+	}
+	return ts
+}
+
+// watchHandover hands program name over because a watched file changed.
+func (s *Supervisor) watchHandover(name, reason string, explicit bool) {
+	s.background(func() {
+		p := s.program(name)
+		if p == nil {
+			return
+		}
+		s.log.Info("change noticed: handing over", "program", name, "reason", reason)
+		p.request(&handover{reason: reason, explicit: explicit}, nil)
+	})
+}
+
+// background runs f in a goroutine that Run waits for, unless Run is
+// already stopping.
+func (s *Supervisor) background(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
 }

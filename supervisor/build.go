@@ -1,0 +1,325 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// builder rebuilds one program for baton dev and hands it over after
+// every good build. A change that arrives during a build cancels it (the
+// build's process group is killed) and starts a new one; each build writes
+// its binary to a fresh path, so no build ever writes over a binary that
+// runs; a failed build leaves the serving generation serving.
+type builder struct {
+	sup  *Supervisor
+	name string
+	log  hclog.Logger
+	kick chan struct{} // a build is wanted
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	base    *Program // the program as the config file declares it
+	changed []string // paths changed since the last build started
+	cancel  context.CancelFunc
+	seq     int
+	good    string   // the binary of the serving generation
+	outputs []string // binaries written and not removed yet
+	started bool     // the first handover was requested
+}
+
+func newBuilder(sup *Supervisor, base *Program) *builder {
+	return &builder{sup: sup, name: base.Name, log: sup.log.With("program", base.Name), kick: make(chan struct{}, 1), base: base}
+}
+
+// trigger asks for a build because of changed, cancelling a build under
+// way.
+func (b *builder) trigger(changed []string) {
+	b.mu.Lock()
+	b.changed = append(b.changed, changed...)
+	if b.cancel != nil {
+		b.cancel()
+	}
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// setBase takes a reloaded config; a changed build block means a rebuild.
+func (b *builder) setBase(p *Program) {
+	b.mu.Lock()
+	rebuild := fmt.Sprintf("%+v", *b.base.Build) != fmt.Sprintf("%+v", *p.Build)
+	b.base = p
+	b.mu.Unlock()
+	if rebuild {
+		b.trigger([]string{"the build block"})
+	}
+}
+
+// runConfig returns the program's config for the current good binary, or
+// nil when no build succeeded yet.
+func (b *builder) runConfig() *Program {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.good == "" {
+		return nil
+	}
+	return b.base.withBinary(b.good)
+}
+
+// withBinary returns a copy of p that runs binary.
+func (p *Program) withBinary(binary string) *Program {
+	c := *p
+	c.Command = append([]string{binary}, p.Command[1:]...)
+	return &c
+}
+
+// run builds when asked until ctx ends; the first build starts at once.
+func (b *builder) run(ctx context.Context) {
+	defer b.wg.Wait()
+	b.trigger(nil)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.kick:
+		}
+		b.mu.Lock()
+		changed, base := b.changed, b.base
+		b.changed = nil
+		b.seq++
+		n := b.seq
+		bctx, cancel := context.WithCancel(ctx)
+		b.cancel = cancel
+		b.mu.Unlock()
+
+		output := filepath.Join(b.sup.dir, DefaultBuildDir, b.name, strconv.Itoa(n), filepath.Base(base.Command[0]))
+		if n == 1 {
+			b.sup.console.cycle(b.name, nil, true, "building (a first build compiles every dependency: it can take a minute)", "")
+		}
+		start := time.Now()
+		out, err := b.build(bctx, base.Build, output)
+		took := time.Since(start)
+		b.mu.Lock()
+		cancelled := bctx.Err() != nil
+		b.cancel = nil
+		b.mu.Unlock()
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			os.RemoveAll(filepath.Dir(output))
+			return
+		case cancelled:
+			// A newer change cancelled it: its paths go with the next build.
+			os.RemoveAll(filepath.Dir(output))
+			b.mu.Lock()
+			b.changed = append(changed, b.changed...)
+			b.mu.Unlock()
+			b.log.Info("build cancelled by a newer change")
+			continue
+		case err != nil:
+			os.RemoveAll(filepath.Dir(output))
+			b.log.Warn("build failed; the serving generation keeps serving", "error", err)
+			b.sup.console.cycle(b.name, changed, false, fmt.Sprintf("build failed in %s; %s", round(took), b.serving()), strings.TrimRight(string(out), "\n"))
+			continue
+		}
+		b.mu.Lock()
+		b.outputs = append(b.outputs, output)
+		first := !b.started
+		b.started = true
+		b.mu.Unlock()
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.handover(changed, took, output, base, first)
+		}()
+	}
+}
+
+// serving describes what serves while a build failed.
+func (b *builder) serving() string {
+	if p := b.sup.program(b.name); p != nil {
+		if st := p.statusNow(); st.Generation > 0 {
+			return fmt.Sprintf("gen %d keeps serving", st.Generation)
+		}
+	}
+	return "nothing serves yet: fix the build"
+}
+
+// build runs the build command with output in place of OutputToken.
+func (b *builder) build(ctx context.Context, bc *BuildConfig, output string) ([]byte, error) {
+	if err := os.MkdirAll(filepath.Dir(output), 0o755); err != nil {
+		return nil, err
+	}
+	argv := make([]string, len(bc.Command))
+	for i, a := range bc.Command {
+		argv[i] = strings.ReplaceAll(a, OutputToken, output)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = bc.Dir
+	cmd.Env = append(append([]string(nil), b.sup.baseEnv...), bc.Env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A build is a tree of processes (go build runs the compiler and
+	// linker): cancel kills the whole group.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	b.log.Debug("building", "command", strings.Join(argv, " "))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", argv[0], err)
+	}
+	if st, err := os.Stat(output); err != nil || st.IsDir() {
+		return out, fmt.Errorf("the build succeeded but wrote no binary to %s (%s)", output, OutputToken)
+	}
+	return out, nil
+}
+
+// handover hands the program over to a built binary and reports the cycle.
+func (b *builder) handover(changed []string, took time.Duration, output string, base *Program, first bool) {
+	p := b.sup.program(b.name)
+	if p == nil {
+		return
+	}
+	cfg := base.withBinary(output)
+	socks, err := b.sup.sockets.acquireAll(b.name, cfg.Listeners)
+	if err != nil {
+		b.sup.console.cycle(b.name, changed, false, fmt.Sprintf("built in %s; cannot open the listeners: %v", round(took), err), "")
+		return
+	}
+	res := p.request(&handover{reason: "build", explicit: first, cfg: cfg, socks: socks}, nil)
+	built := "built in " + round(took)
+	switch {
+	case res.Err == nil:
+		b.mu.Lock()
+		b.good = output
+		// Older binaries are no longer needed: a generation still draining
+		// keeps running from its deleted file.
+		var keep []string
+		for _, o := range b.outputs {
+			if o == output {
+				keep = append(keep, o)
+			} else {
+				os.RemoveAll(filepath.Dir(o))
+			}
+		}
+		b.outputs = keep
+		b.mu.Unlock()
+		b.sup.console.cycle(b.name, changed, true, fmt.Sprintf("%s · ready in %s · gen %d serving", built, round(res.ReadyIn), res.Gen), "")
+	case errors.Is(res.Err, ErrUnchanged):
+		b.forget(output)
+		b.sup.console.cycle(b.name, changed, true, built+" · same binary, nothing to hand over", "")
+	case errors.Is(res.Err, ErrStopping):
+		b.forget(output)
+	default:
+		b.forget(output)
+		why := strings.TrimPrefix(res.Err.Error(), ErrRolledBack.Error()+": ")
+		keeps := "nothing serves yet"
+		if res.Gen > 0 {
+			keeps = fmt.Sprintf("gen %d keeps serving", res.Gen)
+		}
+		b.sup.console.cycle(b.name, changed, false, fmt.Sprintf("%s · failed to start (%s); %s", built, why, keeps), "")
+	}
+}
+
+// forget removes a binary that does not run.
+func (b *builder) forget(output string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, o := range b.outputs {
+		if o == output {
+			b.outputs = append(b.outputs[:i], b.outputs[i+1:]...)
+			os.RemoveAll(filepath.Dir(o))
+			return
+		}
+	}
+}
+
+// cleanup removes every binary the builder wrote; the programs have
+// stopped.
+func (b *builder) cleanup() {
+	os.RemoveAll(filepath.Join(b.sup.dir, DefaultBuildDir, b.name))
+}
+
+func round(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond).String()
+	}
+	return d.String()
+}
+
+// console prints baton dev's human output: one line per cycle.
+type console struct {
+	mu    sync.Mutex
+	w     io.Writer // nil: no output
+	color bool
+	dir   string // paths are shown relative to it
+}
+
+const (
+	ansiReset = "\x1b[0m"
+	ansiBold  = "\x1b[1m"
+	ansiGreen = "\x1b[32m"
+	ansiRed   = "\x1b[31m"
+	ansiDim   = "\x1b[2m"
+)
+
+// cycle prints "15:04:05 name  what changed · result", and detail, the
+// compiler's output, as it is below.
+func (c *console) cycle(name string, changed []string, ok bool, result, detail string) {
+	if c == nil || c.w == nil {
+		return
+	}
+	what := c.describe(changed)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ts := time.Now().Format("15:04:05")
+	if c.color {
+		col := ansiGreen
+		if !ok {
+			col = ansiRed
+		}
+		fmt.Fprintf(c.w, "%s%s%s %s%s%s  %s · %s%s%s\n", ansiDim, ts, ansiReset, ansiBold, name, ansiReset, what, col, result, ansiReset)
+	} else {
+		fmt.Fprintf(c.w, "%s %s  %s · %s\n", ts, name, what, result)
+	}
+	if detail != "" {
+		fmt.Fprintln(c.w, detail)
+	}
+}
+
+func (c *console) describe(changed []string) string {
+	if len(changed) == 0 {
+		return "start"
+	}
+	seen := map[string]bool{}
+	var names []string
+	for _, p := range changed {
+		if rel, err := filepath.Rel(c.dir, p); err == nil && !strings.HasPrefix(rel, "..") {
+			p = rel
+		}
+		if !seen[p] {
+			seen[p] = true
+			names = append(names, p)
+		}
+	}
+	if len(names) > 2 {
+		return fmt.Sprintf("%s, %s and %d more changed", names[0], names[1], len(names)-2)
+	}
+	return strings.Join(names, ", ") + " changed"
+}
