@@ -38,6 +38,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{"run", "supervise the programs of a config file, in the foreground", cmdRun},
+		{"dev", "build, run and rebuild on every source change, without dropping a request", cmdDev},
 		{"check", "validate a config file and print its problems with their positions", cmdCheck},
 		{"version", "print baton's version", cmdVersion},
 	}
