@@ -5,9 +5,7 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/baton-run/baton/internal/protocol"
 )
@@ -29,69 +27,12 @@ func takeEnv() {
 	env.once.Do(func() {
 		env.notify = os.Getenv(protocol.EnvNotifySocket)
 		os.Unsetenv(protocol.EnvNotifySocket)
-		env.files, env.names, env.ignored, env.listenErr = inheritedFiles(
-			os.Getenv(protocol.EnvListenPID),
-			os.Getenv(protocol.EnvListenFDs),
-			os.Getenv(protocol.EnvListenFDNames),
-			os.Getpid(), protocol.FirstFD,
-		)
-		os.Unsetenv(protocol.EnvListenPID)
-		os.Unsetenv(protocol.EnvListenFDs)
-		os.Unsetenv(protocol.EnvListenFDNames)
+		in, err := protocol.InheritFromEnv()
+		if err != nil {
+			err = fmt.Errorf("child: %w", err)
+		}
+		env.files, env.names, env.ignored, env.listenErr = in.Files, in.Names, in.Ignored, err
 	})
-}
-
-// inheritedFiles applies the rules of sd_listen_fds_with_names(3): no
-// LISTEN_PID, or one that is not this process, means "nothing passed to
-// us" (ignored says why when the variables were present); an unparsable
-// value, a count below 1, or a name list of the wrong length is an error.
-func inheritedFiles(pidVar, fdsVar, namesVar string, self, first int) (files map[string]*os.File, names []string, ignored string, err error) {
-	if pidVar == "" {
-		if fdsVar != "" {
-			ignored = "LISTEN_FDS is set but LISTEN_PID is not"
-		}
-		return nil, nil, ignored, nil
-	}
-	pid, err := strconv.Atoi(pidVar)
-	if err != nil || pid <= 0 {
-		return nil, nil, "", fmt.Errorf("child: bad LISTEN_PID %q", pidVar)
-	}
-	if pid != self {
-		return nil, nil, fmt.Sprintf("LISTEN_PID=%d is not this process (%d)", pid, self), nil
-	}
-	if fdsVar == "" {
-		return nil, nil, "", nil
-	}
-	n, err := strconv.Atoi(fdsVar)
-	if err != nil || n <= 0 {
-		return nil, nil, "", fmt.Errorf("child: bad LISTEN_FDS %q", fdsVar)
-	}
-	names = protocol.SplitNames(namesVar, n)
-	if namesVar != "" {
-		if got := len(strings.Split(namesVar, ":")); got != n {
-			return nil, nil, "", fmt.Errorf("child: LISTEN_FDNAMES has %d names for %d sockets", got, n)
-		}
-	}
-	files = make(map[string]*os.File, n)
-	for i, name := range names {
-		fd := first + i
-		var st syscall.Stat_t
-		if err := syscall.Fstat(fd, &st); err != nil {
-			return nil, nil, "", fmt.Errorf("child: inherited fd %d (%s): %w", fd, name, err)
-		}
-		if st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
-			return nil, nil, "", fmt.Errorf("child: inherited fd %d (%s) is not a socket", fd, name)
-		}
-		syscall.CloseOnExec(fd)
-		if _, dup := files[name]; dup {
-			// Several sockets may share a name; the first one is taken by
-			// name and the others stay reachable through their position.
-			name = fmt.Sprintf("%s#%d", name, i)
-			names[i] = name
-		}
-		files[name] = os.NewFile(uintptr(fd), name)
-	}
-	return files, names, "", nil
 }
 
 // Inherited reports the names of the sockets this process was started

@@ -2,8 +2,8 @@ package child
 
 import (
 	"fmt"
-	"net"
-	"time"
+
+	"github.com/baton-run/baton/internal/protocol"
 )
 
 // Notify sends state, one or more newline-separated assignments such as
@@ -19,19 +19,7 @@ func Notify(state string) error {
 }
 
 func notifyTo(path, state string) error {
-	if path == "" {
-		return nil
-	}
-	// A leading '@' names an abstract socket; the net package maps it.
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return fmt.Errorf("child: notify: %w", err)
-	}
-	defer conn.Close()
-	// A full receive queue would block a blocking send; the supervisor
-	// reads promptly, and a lost STATUS is better than a stuck drain.
-	conn.SetWriteDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte(state)); err != nil {
+	if err := protocol.Notify(path, state); err != nil {
 		return fmt.Errorf("child: notify: %w", err)
 	}
 	return nil

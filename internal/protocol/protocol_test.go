@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -68,5 +70,51 @@ func TestValidName(t *testing.T) {
 		if got := ValidName(in); got != want {
 			t.Errorf("ValidName(%q): want %v, have %v", in, want, got)
 		}
+	}
+}
+
+func TestInherit_sdListenFdsRules(t *testing.T) {
+	self := os.Getpid()
+	pid := fmt.Sprint(self)
+	for _, tc := range []struct {
+		name               string
+		pidVar, fds, names string
+		wantIgnored        string
+		wantErr            string
+		wantNames          []string
+	}{
+		{name: "nothing"},
+		{name: "no pid", fds: "1", wantIgnored: "LISTEN_PID is not"},
+		{name: "other pid", pidVar: "1", fds: "1", wantIgnored: "LISTEN_PID=1 is not this process"},
+		{name: "bad pid", pidVar: "x", fds: "1", wantErr: "bad LISTEN_PID"},
+		{name: "bad count", pidVar: pid, fds: "two", wantErr: "bad LISTEN_FDS"},
+		{name: "zero", pidVar: pid, fds: "0", wantErr: "bad LISTEN_FDS"},
+		{name: "names mismatch", pidVar: pid, fds: "1", names: "a:b", wantErr: "2 names for 1"},
+		{name: "not a socket", pidVar: pid, fds: "1", names: "http", wantErr: "not a socket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := os.Open(os.DevNull) // an inherited fd that is not a socket
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			in, err := Inherit(tc.pidVar, tc.fds, tc.names, self, int(f.Fd()))
+			files, names, ignored := in.Files, in.Names, in.Ignored
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want error %q, have %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(ignored, tc.wantIgnored) || (tc.wantIgnored == "" && ignored != "") {
+				t.Fatalf("ignored: want %q, have %q", tc.wantIgnored, ignored)
+			}
+			if len(files) != 0 || len(names) != 0 {
+				t.Fatalf("want no sockets, have %v", names)
+			}
+		})
 	}
 }
