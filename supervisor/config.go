@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,11 @@ const (
 	DefaultMaxBackoff   = 30 * time.Second
 	DefaultResetAfter   = 60 * time.Second
 	DefaultDebounce     = 300 * time.Millisecond
+	// DefaultControlSocket is the control socket, relative to the config
+	// file's directory.
+	DefaultControlSocket = ".baton/control.sock"
+	DefaultLogMaxSize    = 10 << 20 // bytes, for log files
+	DefaultLogMaxFiles   = 5        // rotated files kept besides the current one
 	// DefaultBuildDir is where baton dev writes each build's binary,
 	// relative to the config file: a fresh path for every build, never
 	// over a binary that runs.
@@ -69,7 +75,29 @@ type File struct {
 	Dir      string // absolute
 	Log      LogConfig
 	Watch    WatchConfig
+	Control  ControlConfig
+	Metrics  MetricsConfig
 	Programs []*Program // in file order
+}
+
+// ControlConfig is the control block: the socket of baton's CLI.
+type ControlConfig struct {
+	Enabled bool
+	Socket  string // absolute path
+}
+
+// MetricsConfig is the metrics block: Prometheus metrics over HTTP.
+type MetricsConfig struct {
+	Address string // "" when off
+}
+
+// LogFile is a log file with size-based rotation: when a write would
+// take it past MaxSize, it is renamed to .1 (.1 to .2, …) and the oldest
+// beyond MaxFiles is removed.
+type LogFile struct {
+	Path     string // absolute; "" for none
+	MaxSize  int64
+	MaxFiles int
 }
 
 // WatchConfig is the top-level watch block: what baton watches by itself.
@@ -85,6 +113,7 @@ type LogConfig struct {
 	Level    string // trace, debug, info, warn, error
 	Format   string // text or json
 	LevelSet bool   // the file sets the level (baton dev otherwise keeps its own events quiet)
+	File     LogFile
 }
 
 // Program is a program block.
@@ -93,6 +122,10 @@ type Program struct {
 	Command   []string // Command[0] is absolute, or a bare name looked up in PATH at start
 	Dir       string   // absolute
 	Env       []string // KEY=VALUE, sorted, added to baton's environment
+	CleanEnv  bool     // start from an empty environment (but PATH) instead of baton's
+	User      string   // run as this user (baton must run as root)
+	Group     string   // and group; default the user's primary group
+	Log       LogFile  // the program's output goes to this file instead of baton's log
 	Listeners []Listener
 	Ready     ReadyConfig
 	Stop      StopConfig
@@ -162,7 +195,30 @@ type RestartConfig struct {
 type rawFile struct {
 	Log      *rawLog      `hcl:"log,block"`
 	Watch    *rawWatch    `hcl:"watch,block"`
+	Control  *rawControl  `hcl:"control,block"`
+	Metrics  *rawMetrics  `hcl:"metrics,block"`
 	Programs []rawProgram `hcl:"program,block"`
+}
+
+type rawControl struct {
+	Enabled     *bool     `hcl:"enabled,optional"`
+	Socket      *string   `hcl:"socket,optional"`
+	SocketRange hcl.Range `hcl:"socket,attr_value_range"`
+}
+
+type rawMetrics struct {
+	Address      string    `hcl:"address"`
+	AddressRange hcl.Range `hcl:"address,attr_value_range"`
+}
+
+// rawLogFile is the part of a log block that sets a file.
+type rawLogFile struct {
+	File          *string   `hcl:"file,optional"`
+	FileRange     hcl.Range `hcl:"file,attr_value_range"`
+	MaxSize       *string   `hcl:"max_size,optional"`
+	MaxSizeRange  hcl.Range `hcl:"max_size,attr_value_range"`
+	MaxFiles      *int      `hcl:"max_files,optional"`
+	MaxFilesRange hcl.Range `hcl:"max_files,attr_value_range"`
 }
 
 type rawWatch struct {
@@ -196,10 +252,16 @@ type rawBuild struct {
 }
 
 type rawLog struct {
-	Level       *string   `hcl:"level,optional"`
-	LevelRange  hcl.Range `hcl:"level,attr_value_range"`
-	Format      *string   `hcl:"format,optional"`
-	FormatRange hcl.Range `hcl:"format,attr_value_range"`
+	Level         *string   `hcl:"level,optional"`
+	LevelRange    hcl.Range `hcl:"level,attr_value_range"`
+	Format        *string   `hcl:"format,optional"`
+	FormatRange   hcl.Range `hcl:"format,attr_value_range"`
+	File          *string   `hcl:"file,optional"`
+	FileRange     hcl.Range `hcl:"file,attr_value_range"`
+	MaxSize       *string   `hcl:"max_size,optional"`
+	MaxSizeRange  hcl.Range `hcl:"max_size,attr_value_range"`
+	MaxFiles      *int      `hcl:"max_files,optional"`
+	MaxFilesRange hcl.Range `hcl:"max_files,attr_value_range"`
 }
 
 type rawProgram struct {
@@ -212,6 +274,12 @@ type rawProgram struct {
 	DirRange     hcl.Range         `hcl:"dir,attr_value_range"`
 	Env          map[string]string `hcl:"env,optional"`
 	EnvRange     hcl.Range         `hcl:"env,attr_value_range"`
+	CleanEnv     *bool             `hcl:"clean_env,optional"`
+	User         *string           `hcl:"user,optional"`
+	UserRange    hcl.Range         `hcl:"user,attr_value_range"`
+	Group        *string           `hcl:"group,optional"`
+	GroupRange   hcl.Range         `hcl:"group,attr_value_range"`
+	Log          *rawLogFile       `hcl:"log,block"`
 	Listeners    []rawListener     `hcl:"listener,block"`
 	Ready        *rawReady         `hcl:"ready,block"`
 	Stop         *rawStop          `hcl:"stop,block"`
@@ -338,7 +406,34 @@ func (v *validator) file(raw *rawFile, filename string, body *hclsyntax.Body) *F
 			v.errorf(w.PollRange, "Poll interval too short", "poll %v would keep a core busy; use at least 10ms (1s is usual).", f.Watch.Poll)
 		}
 	}
+	f.Control = ControlConfig{Enabled: true, Socket: v.path(DefaultControlSocket)}
+	if c := raw.Control; c != nil {
+		if c.Enabled != nil {
+			f.Control.Enabled = *c.Enabled
+		}
+		if c.Socket != nil {
+			f.Control.Socket = v.path(*c.Socket)
+			if *c.Socket == "" {
+				v.errorf(c.SocketRange, "Empty socket path", "socket is the path of the control socket; use enabled = false to have none.")
+			}
+		}
+	}
+	if len(f.Control.Socket) > 107 {
+		r := body.SrcRange
+		if raw.Control != nil && raw.Control.Socket != nil {
+			r = raw.Control.SocketRange
+		}
+		v.errorf(r, "Control socket path too long", "%s is %d bytes; unix socket paths are limited to 107. Set control { socket = \"/run/baton.sock\" } or a shorter path.", f.Control.Socket, len(f.Control.Socket))
+	}
+	if m := raw.Metrics; m != nil {
+		addr, err := v.address(m.Address)
+		if err != nil || strings.HasPrefix(addr, "unix:") {
+			v.errorf(m.AddressRange, "Invalid metrics address", "%q: metrics are served on a TCP address such as \"127.0.0.1:9090\".", m.Address)
+		}
+		f.Metrics.Address = addr
+	}
 	if l := raw.Log; l != nil {
+		f.Log.File = v.logFile(&rawLogFile{l.File, l.FileRange, l.MaxSize, l.MaxSizeRange, l.MaxFiles, l.MaxFilesRange})
 		if l.Level != nil {
 			switch lv := strings.ToLower(*l.Level); lv {
 			case "trace", "debug", "info", "warn", "error":
@@ -412,6 +507,31 @@ func (v *validator) program(rp *rawProgram) *Program {
 		p.Env = append(p.Env, k+"="+val)
 	}
 	sort.Strings(p.Env)
+	if rp.CleanEnv != nil {
+		p.CleanEnv = *rp.CleanEnv
+	}
+	if rp.User != nil {
+		p.User = *rp.User
+		if _, err := lookupUser(p.User); err != nil {
+			v.errorf(rp.UserRange, "Unknown user", "%v.", err)
+		} else if os.Geteuid() != 0 {
+			if u, _ := lookupUser(p.User); u == nil || u.Uid != strconv.Itoa(os.Geteuid()) {
+				v.errorf(rp.UserRange, "User needs root", "Running program %q as %q needs baton to run as root; it runs as uid %d.", rp.Name, p.User, os.Geteuid())
+			}
+		}
+	}
+	if rp.Group != nil {
+		p.Group = *rp.Group
+		if _, err := lookupGroup(p.Group); err != nil {
+			v.errorf(rp.GroupRange, "Unknown group", "%v.", err)
+		}
+		if rp.User == nil {
+			v.errorf(rp.GroupRange, "Group without user", "group applies with user; set user too.")
+		}
+	}
+	if rp.Log != nil {
+		p.Log = v.logFile(rp.Log)
+	}
 
 	if len(rp.Listeners) == 0 {
 		v.errorf(rp.DefRange, "No listener", `Program %q needs at least one listener block, for example listener "http" { address = "127.0.0.1:8080" }.`, rp.Name)
@@ -513,6 +633,56 @@ func (v *validator) program(rp *rawProgram) *Program {
 		p.Build = v.build(b, p)
 	}
 	return p
+}
+
+func (v *validator) logFile(r *rawLogFile) LogFile {
+	lf := LogFile{MaxSize: DefaultLogMaxSize, MaxFiles: DefaultLogMaxFiles}
+	if r.File != nil {
+		if *r.File == "" {
+			v.errorf(r.FileRange, "Empty log file", "file is a path such as \"logs/web.log\"; leave it out for none.")
+		}
+		lf.Path = v.path(*r.File)
+	}
+	if r.MaxSize != nil {
+		n, err := parseSize(*r.MaxSize)
+		if err != nil || n < 4096 {
+			v.errorf(r.MaxSizeRange, "Invalid size", "%q: write a size of at least 4KB, such as \"10MB\" or \"512KB\".", *r.MaxSize)
+		} else {
+			lf.MaxSize = n
+		}
+	}
+	if r.MaxFiles != nil {
+		if *r.MaxFiles < 0 || *r.MaxFiles > 1000 {
+			v.errorf(r.MaxFilesRange, "Invalid max_files", "max_files is how many rotated files to keep, 0 to 1000.")
+		} else {
+			lf.MaxFiles = *r.MaxFiles
+		}
+	}
+	if lf.Path == "" && (r.MaxSize != nil || r.MaxFiles != nil) {
+		v.errorf(r.MaxSizeRange, "Rotation without a file", "max_size and max_files apply to a log file: set file too.")
+	}
+	return lf
+}
+
+// parseSize parses "10MB", "512KB", "1GiB" or a number of bytes. KB, MB
+// and GB are powers of 1024, like KiB, MiB and GiB.
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	return n * mult, nil
 }
 
 func (v *validator) build(b *rawBuild, p *Program) *BuildConfig {

@@ -77,7 +77,7 @@ program "web" {
 		p.Ready.Mode != ReadyHTTP || p.Ready.Listener != "admin" || p.Ready.Timeout != 5*time.Second ||
 		p.Stop.Signal != syscall.SIGINT || p.Stop.Timeout != time.Minute ||
 		p.Restart != (RestartConfig{RestartOnFailure, 100 * time.Millisecond, 5 * time.Second, 10 * time.Second}) ||
-		f.Log != (LogConfig{"debug", "json", true}) {
+		f.Log != (LogConfig{Level: "debug", Format: "json", LevelSet: true, File: LogFile{MaxSize: DefaultLogMaxSize, MaxFiles: DefaultLogMaxFiles}}) {
 		t.Fatalf("have %+v, %+v", f.Log, *p)
 	}
 }

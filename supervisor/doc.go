@@ -32,6 +32,20 @@
 // and are always reaped; what is left of a group when its leader exits is
 // killed with it.
 //
+// # Production
+//
+// A serving generation that exits on its own is restarted after a capped,
+// jittered exponential backoff (the restart block); the socket stays open
+// meanwhile. Stop and Start suspend and resume a program, Restart hands it
+// over with its current config, Status reports every program, Logs and
+// Follow read its output ring (10,000 lines, 1 MiB); a program with a log
+// file writes its output there, rotated by size. The control socket serves
+// all of these as JSON over HTTP to baton's CLI (mode 0600, peers of
+// another uid refused with SO_PEERCRED), and the metrics block serves
+// Prometheus metrics. Under systemd, baton notifies READY=1, RELOADING=1
+// and STOPPING=1 on its own NOTIFY_SOCKET, and gives the sockets it was
+// passed (LISTEN_FDS) to the program listeners of the same name.
+//
 // # Signals (of cmd/baton)
 //
 //	SIGHUP           Reload: re-read the config; hand over every program

@@ -35,6 +35,7 @@ type generation struct {
 	key     string // binary content and config: what a watcher compares
 	out     tail
 	log     hclog.Logger // the program's output, with gen and pid
+	output  func(g *generation, line []byte)
 	pumps   sync.WaitGroup
 	done    chan struct{}
 
@@ -87,6 +88,7 @@ type spawnSpec struct {
 	baseEnv []string
 	logger  hclog.Logger // the program's output logger
 	spawner *spawner
+	output  func(g *generation, line []byte) // where each output line goes
 }
 
 // resolveCommand finds the executable: a bare name in PATH (the program's
@@ -173,6 +175,9 @@ func spawn(sp spawnSpec) (*generation, error) {
 		names[i], files[i] = sp.cfg.Listeners[i].Name, s.file
 	}
 	env := append([]string(nil), sp.baseEnv...)
+	if sp.cfg.CleanEnv {
+		env = []string{"PATH=" + os.Getenv("PATH")}
+	}
 	env = append(env, sp.cfg.Env...)
 	env = append(env,
 		protocol.EnvListenFDs+"="+strconv.Itoa(len(files)),
@@ -196,6 +201,18 @@ func spawn(sp spawnSpec) (*generation, error) {
 		outW.Close()
 		return nil, err
 	}
+	cred, err := credential(sp.cfg)
+	if err != nil {
+		g.notify.close()
+		return nil, err
+	}
+	if cred != nil {
+		// The program's user must reach its notify socket, and nobody
+		// else: baton's runtime directory is searchable (0711), the
+		// socket is the user's alone.
+		os.Chown(g.notify.path, int(cred.Uid), int(cred.Gid))
+		os.Chmod(g.notify.path, 0o600)
+	}
 	cmd := &exec.Cmd{
 		Path:       execshim.Self,
 		Args:       execshim.Args(path, sp.cfg.Command),
@@ -205,8 +222,9 @@ func spawn(sp spawnSpec) (*generation, error) {
 		Stderr:     errW,
 		ExtraFiles: files,
 		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: sp.cfg.Stop.Signal,
+			Setpgid:    true,
+			Pdeathsig:  sp.cfg.Stop.Signal,
+			Credential: cred,
 		},
 	}
 	err = sp.spawner.start(cmd)
@@ -220,6 +238,7 @@ func spawn(sp spawnSpec) (*generation, error) {
 	}
 	g.cmd, g.pid, g.started = cmd, cmd.Process.Pid, time.Now()
 	g.log = sp.logger.With("gen", sp.n, "pid", g.pid)
+	g.output = sp.output
 	g.pumps.Add(2)
 	go g.pump(outR)
 	go g.pump(errR)
@@ -231,7 +250,7 @@ func (g *generation) pump(r *os.File) {
 	defer r.Close()
 	pumpLines(r, func(line []byte) {
 		g.out.add(string(line))
-		reemit(g.log, line)
+		g.output(g, line)
 	})
 }
 
@@ -262,6 +281,7 @@ func (g *generation) signal(sig syscall.Signal) error {
 // holds the binary's content, and baton dev gives each build a new path.
 func (p *Program) fingerprint() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%q %q %q %v %+v %+v %+v", p.Command[1:], p.Dir, p.Env, p.Listeners, p.Ready, p.Stop, p.Restart)
+	fmt.Fprintf(h, "%q %q %q %v %+v %+v %+v %v %q %q %+v", p.Command[1:], p.Dir, p.Env, p.Listeners, p.Ready, p.Stop, p.Restart,
+		p.CleanEnv, p.User, p.Group, p.Log)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }

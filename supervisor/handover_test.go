@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/baton-run/baton/internal/loadgen"
+	"github.com/baton-run/baton/internal/proctest"
 )
 
 func TestRun_serveThenStop(t *testing.T) {
@@ -45,7 +46,7 @@ func TestHandover_noFailedRequestUnderLoad(t *testing.T) {
 		if !load.WaitAcked(n+200, waitLong) {
 			t.Fatalf("load stalled before handover to gen %d", gen)
 		}
-		if err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+		if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
 			t.Fatalf("handover to gen %d: %v", gen, err)
 		}
 		h.waitEvent("app", "exit", gen-1)
@@ -77,7 +78,7 @@ func TestRollback_crashAtStart(t *testing.T) {
 	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 8, Get: true, Path: "/"})
 
 	h.write(fakeProgram("app", "crash", ""))
-	err := h.sup.Reload(context.Background(), true, "test")
+	_, err := h.sup.Reload(context.Background(), true, "test")
 	if !errors.Is(err, ErrRolledBack) {
 		t.Fatalf("Reload: want ErrRolledBack, have %v", err)
 	}
@@ -90,7 +91,7 @@ func TestRollback_crashAtStart(t *testing.T) {
 	}
 
 	h.write(fakeProgram("app", "serve", ""))
-	if err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
 		t.Fatalf("a good generation after the rollback: %v", err)
 	}
 	h.waitEvent("app", "exit", 1) // until then gen 1 may still accept
@@ -115,7 +116,7 @@ func TestRollback_neverReady(t *testing.T) {
 	first := h.status("app").PID
 
 	h.write(fakeProgram("app", "never-ready", `ready { timeout = "300ms" }`))
-	err := h.sup.Reload(context.Background(), true, "test")
+	_, err := h.sup.Reload(context.Background(), true, "test")
 	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "not ready within 300ms") {
 		t.Fatalf("Reload: want a rollback for the ready timeout, have %v", err)
 	}
@@ -142,7 +143,7 @@ func TestRollback_lateReadyIgnored(t *testing.T) {
   env = { BATON_TEST_CHILD = "late-ready", FAKE_DELAY = "400ms" }`))
 	// The env line above replaces fakeProgram's: HCL would reject two.
 	h.write(strings.Replace(readFile(t, h.file), `env     = { BATON_TEST_CHILD = "late-ready" }`, "", 1))
-	if err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) {
+	if _, err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) {
 		t.Fatalf("Reload: want ErrRolledBack, have %v", err)
 	}
 	h.waitEvent("app", "exit", 2)
@@ -169,7 +170,7 @@ func TestStopTimeout_killsAndRecords(t *testing.T) {
 	cfg := fakeProgram("app", "ignore-term", `stop { timeout = "300ms" }`)
 	h := newHarness(t, cfg)
 	h.waitEvent("app", "ready", 1)
-	if err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
@@ -198,7 +199,7 @@ func TestHandover_requestsCoalesce(t *testing.T) {
 	errs := make([]error, 5)
 	reload := func(i int) {
 		defer wg.Done()
-		errs[i] = h.sup.Reload(context.Background(), true, "test")
+		_, errs[i] = h.sup.Reload(context.Background(), true, "test")
 	}
 	wg.Add(1)
 	go reload(0)
@@ -241,7 +242,7 @@ func TestStaleExit_noRestart(t *testing.T) {
 	cfg := strings.Replace(fakeProgram("app", "serve", ""), `BATON_TEST_CHILD = "serve"`, `BATON_TEST_CHILD = "serve", FAKE_EXIT = "1"`, 1)
 	h := newHarness(t, cfg)
 	h.waitEvent("app", "ready", 1)
-	if err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
@@ -267,7 +268,7 @@ func TestHTTPReady_onlyTheNewGenerationCounts(t *testing.T) {
 	h.waitEvent("app", "ready", 1)
 	first := h.status("app").PID
 	h.write(strings.Replace(fakeProgram("app", "http-only", ready), `BATON_TEST_CHILD = "http-only"`, `BATON_TEST_CHILD = "http-only", FAKE_DELAY = "1h"`, 1))
-	if err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) {
+	if _, err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) {
 		t.Fatalf("Reload: want a rollback, have %v", err)
 	}
 	if pid := get(t, h.sup.Addr("app", "http")); pid != first {
@@ -275,7 +276,7 @@ func TestHTTPReady_onlyTheNewGenerationCounts(t *testing.T) {
 	}
 	// A new generation that does serve passes the check.
 	h.write(fakeProgram("app", "http-only", ready))
-	if err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
@@ -295,29 +296,18 @@ func TestGrandchild_diesWithTheGeneration(t *testing.T) {
 		t.Fatalf("no pid in %q", line)
 	}
 	pid, _ := strconv.Atoi(m[1])
-	if !alive(pid) {
+	if !proctest.Alive(pid) {
 		t.Fatalf("grandchild %d is not running", pid)
 	}
 	h.write(fakeProgram("app", "serve", ""))
-	if err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
-	if alive(pid) {
+	if proctest.Alive(pid) {
 		t.Fatalf("grandchild %d outlived its generation", pid)
 	}
 	h.stop()
-}
-
-// alive reports whether pid runs (a zombie does not count).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
 }
 
 // Passing the socket to new generations never switches its shared file
@@ -327,7 +317,7 @@ func TestSockets_nonblockingFlagSurvivesHandovers(t *testing.T) {
 	h.waitEvent("app", "ready", 1)
 	s := h.sup.sockets.byKey["127.0.0.1:0#app.http"]
 	for gen := 2; gen <= 3; gen++ {
-		if err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+		if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
 			t.Fatal(err)
 		}
 		flags, err := fcntlFlags(s)
@@ -369,7 +359,7 @@ func TestReload_invalidConfigChangesNothing(t *testing.T) {
 	h.waitEvent("app", "ready", 1)
 	first := h.status("app").PID
 	h.write(fakeProgram("app", "serve", `stop { timeout = "forever" }`))
-	err := h.sup.Reload(context.Background(), true, "test")
+	_, err := h.sup.Reload(context.Background(), true, "test")
 	var cerr *ConfigError
 	if !errors.As(err, &cerr) || !strings.Contains(err.Error(), `config.hcl:6,20-29: Invalid duration`) {
 		t.Fatalf("Reload: want a positioned ConfigError, have %v", err)

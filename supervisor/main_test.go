@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,122 +13,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/baton-run/baton/child"
+	"github.com/baton-run/baton/internal/fakes"
 	"github.com/baton-run/baton/internal/proctest"
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	proctest.RunChild(fakeChildren)
+	proctest.RunChild(fakes.Children)
 	goleak.VerifyTestMain(m)
-}
-
-// The fake children: the test binary re-executed, one behaviour each.
-var fakeChildren = map[string]func() int{
-	// serve: a well-behaved server. "/" answers its pid. With FAKE_GATE
-	// set to a FIFO, it waits for a byte on it before serving (and so
-	// before READY); with FAKE_EXIT set, it exits with that code after
-	// its drain.
-	"serve": func() int {
-		if gate := os.Getenv("FAKE_GATE"); gate != "" {
-			f, err := os.Open(gate) // blocks until the test opens it for writing
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			f.Read(make([]byte, 1))
-			f.Close()
-		}
-		code := fakeServe(child.Config{})
-		if v := os.Getenv("FAKE_EXIT"); v != "" {
-			code, _ = strconv.Atoi(v)
-		}
-		return code
-	},
-	// crash: fails at start, saying why on stderr.
-	"crash": func() int {
-		fmt.Fprintln(os.Stderr, "fake: cannot open the database: permission denied")
-		return 2
-	},
-	// never-ready: runs but never says READY=1.
-	"never-ready": func() int {
-		fmt.Println("fake: warming up forever")
-		waitSignal(syscall.SIGTERM)
-		return 0
-	},
-	// late-ready: says READY=1 after FAKE_DELAY, then serves.
-	"late-ready": func() int {
-		d, _ := time.ParseDuration(os.Getenv("FAKE_DELAY"))
-		time.Sleep(d) // the behaviour under test: a slow start
-		return fakeServe(child.Config{})
-	},
-	// ignore-term: ignores SIGTERM; only SIGKILL ends it.
-	"ignore-term": func() int {
-		signal.Ignore(syscall.SIGTERM)
-		return fakeServe(child.Config{Signals: []os.Signal{syscall.SIGUSR2}})
-	},
-	// http-only: speaks no notify protocol; readiness is an HTTP check.
-	// It serves after FAKE_DELAY.
-	"http-only": func() int {
-		os.Unsetenv("NOTIFY_SOCKET")
-		d, _ := time.ParseDuration(os.Getenv("FAKE_DELAY"))
-		time.Sleep(d) // the behaviour under test: a slow start
-		return fakeServe(child.Config{})
-	},
-	// fake-build: a build command. It waits for a byte on the FIFO
-	// FAKE_GATE, if set, then writes to its argument a script that runs
-	// the fake child "serve"; each build's script is different.
-	"fake-build": func() int {
-		if gate := os.Getenv("FAKE_GATE"); gate != "" {
-			f, err := os.Open(gate)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			f.Read(make([]byte, 1))
-			f.Close()
-		}
-		if os.Getenv("FAKE_FAIL") != "" {
-			fmt.Fprintln(os.Stderr, "main.go:3:1: syntax error: unexpected }")
-			return 1
-		}
-		argv, sel := proctest.SelfArgv("serve")
-		script := fmt.Sprintf("#!/bin/sh\n# build %d\nexport %s\nexec %q %q\n", time.Now().UnixNano(), sel, argv[0], argv[1])
-		if err := os.WriteFile(os.Args[len(os.Args)-1], []byte(script), 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		return 0
-	},
-	// grandchild: starts a grandchild that would outlive it, then serves.
-	"grandchild": func() int {
-		cmd := proctest.Self("never-ready")
-		cmd.Stdout = os.Stdout
-		if err := cmd.Start(); err != nil {
-			return 1
-		}
-		fmt.Printf("grandchild pid %d\n", cmd.Process.Pid)
-		return fakeServe(child.Config{})
-	},
-}
-
-func fakeServe(cfg child.Config) int {
-	srv, err := child.New(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getpid()) })
-	mux.Handle("/healthz", srv.Health())
-	return child.ExitCode(srv.Serve(context.Background(), mux))
-}
-
-func waitSignal(sig os.Signal) {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, sig)
-	<-c
 }
 
 const waitLong = 30 * time.Second

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,6 +24,8 @@ var (
 	ErrKnownBad = errors.New("supervisor: this binary and config already failed to start")
 	// ErrStopping: the program is being stopped.
 	ErrStopping = errors.New("supervisor: program is stopping")
+	// ErrStopped: the program was stopped with Stop; Start it first.
+	ErrStopped = errors.New("supervisor: program is stopped; start it first")
 )
 
 // Program states, as status reports them.
@@ -43,6 +46,8 @@ type program struct {
 	name   string
 	log    hclog.Logger // baton's events about this program
 	outLog hclog.Logger // the program's own output
+	ring   *ring        // its last output lines
+	logErr sync.Once
 	events chan event
 	quit   chan struct{} // closed when run returns
 
@@ -66,7 +71,9 @@ type program struct {
 	exitedBy       string // StateExited: why
 	stats          Stats
 	stopWait       []chan struct{}
-	awaitBuild     bool   // baton dev: the first build has not produced a binary yet
+	awaitBuild     bool // baton dev: the first build has not produced a binary yet
+	paused         bool // stopped on request (Stop); Start resumes
+	pauseWait      []chan struct{}
 	lastKey        string // the key of the last generation started
 }
 
@@ -74,6 +81,7 @@ type program struct {
 type Stats struct {
 	Restarts  int            // restarts after the serving generation exited on its own
 	Handovers int            // completed handovers
+	Rollbacks int            // new generations that failed while another served
 	LastExit  *ExitRecord    // the last generation that exited
 	Started   time.Time      // when the current generation started
 	LastError string         // the last failed start or handover
@@ -130,6 +138,8 @@ type (
 	}
 	evRestart struct{ id uint64 }
 	evStatus  struct{ reply chan ProgramStatus }
+	evPause   struct{ done chan struct{} }
+	evResume  struct{ h *handover }
 )
 
 func newProgram(sup *Supervisor, cfg *Program, socks []*socket) *program {
@@ -143,11 +153,30 @@ func newProgram(sup *Supervisor, cfg *Program, socks []*socket) *program {
 		cfg:    cfg,
 		socks:  socks,
 		gens:   map[int]*generation{},
+		ring:   newRing(),
 		bad:    map[string]string{},
 		stats:  Stats{Exits: map[string]int{}},
 		// baton dev starts the program with its first good build.
 		awaitBuild: sup.building(cfg),
 	}
+}
+
+// output takes a line of a generation's output: into the program's ring
+// for baton logs, and into its log file when it has one, baton's log
+// otherwise. It runs on the generation's pump goroutines.
+func (p *program) output(g *generation, line []byte) {
+	now := time.Now()
+	p.ring.add(LogLine{Time: now, Generation: g.n, Text: string(line)})
+	if f := p.sup.logFiles.get(g.cfg.Log); f != nil {
+		if _, err := f.Write(formatLine(now, g.n, g.pid, string(line))); err != nil {
+			p.logErr.Do(func() {
+				p.log.Error("cannot write the program's log file; its output goes to baton's log", "file", g.cfg.Log.Path, "error", err)
+			})
+			reemit(g.log, line)
+		}
+		return
+	}
+	reemit(g.log, line)
 }
 
 // post delivers ev to the loop, or drops it once the loop has ended.
@@ -227,12 +256,76 @@ func (p *program) handle(ev event) {
 		}
 	case evStatus:
 		ev.reply <- p.status()
+	case evPause:
+		p.onPause(ev.done)
+	case evResume:
+		p.onResume(ev.h)
 	}
+	if p.paused && len(p.gens) == 0 {
+		for _, c := range p.pauseWait {
+			close(c)
+		}
+		p.pauseWait = nil
+	}
+}
+
+// onPause stops every generation but keeps the program, its config and
+// its sockets: clients wait in the accept queue until it starts again.
+func (p *program) onPause(done chan struct{}) {
+	p.pauseWait = append(p.pauseWait, done)
+	if p.paused || p.stopping {
+		return
+	}
+	p.paused = true
+	p.log.Info("stopping the program on request; its sockets stay open")
+	if p.restartT != nil {
+		p.restartT.Stop()
+		p.restartT = nil
+	}
+	if q := p.queued; q != nil {
+		p.queued = nil
+		p.drop(q, ErrStopped)
+	}
+	for _, g := range p.gens {
+		p.stop(g, "stop")
+	}
+}
+
+func (p *program) onResume(h *handover) {
+	if p.stopping {
+		p.reply(h, ErrStopping)
+		return
+	}
+	if !p.paused {
+		if p.current == nil && p.pending == nil && p.restartT == nil && !p.awaitBuild {
+			p.begin(h) // down by its restart policy: start it
+			return
+		}
+		p.reply(h, nil) // already running, or starting
+		return
+	}
+	if len(p.gens) > 0 {
+		p.reply(h, fmt.Errorf("supervisor: program is still stopping; try again once it stopped"))
+		return
+	}
+	p.paused, p.crashes = false, 0
+	p.log.Info("starting the program on request")
+	p.begin(h)
 }
 
 func (p *program) onHandover(h *handover) {
 	if p.stopping {
-		p.reply(h, ErrStopping)
+		p.drop(h, ErrStopping)
+		return
+	}
+	if p.paused {
+		// A stopped program takes a new config for its next start.
+		if h.cfg != nil {
+			p.sup.sockets.releaseAll(p.socks)
+			p.cfg, p.socks = h.cfg, h.socks
+			h.socks = nil
+		}
+		p.reply(h, ErrStopped)
 		return
 	}
 	if p.pending != nil {
@@ -283,6 +376,7 @@ func (p *program) begin(h *handover) {
 	g, err := spawn(spawnSpec{
 		program: p.name, n: n, cfg: cfg, path: path, key: key, sockets: socks,
 		runDir: p.sup.runDir, baseEnv: p.sup.baseEnv, logger: p.outLog, spawner: p.sup.spawner,
+		output: p.output,
 	})
 	if err != nil {
 		p.sup.sockets.releaseAll(socks)
@@ -405,6 +499,7 @@ func (p *program) onReady(g *generation) {
 	readyIn := g.readyAt.Sub(g.started).Round(time.Millisecond)
 	if old != nil {
 		p.stats.Handovers++
+		p.sup.metrics.observeHandover(p.name, readyIn)
 		p.log.Info("handover: new generation ready, stopping the old one", "gen", g.n, "pid", g.pid, "ready_in", readyIn, "old_gen", old.n, "old_pid", old.pid)
 		p.stop(old, "handover")
 	} else {
@@ -511,8 +606,8 @@ func (p *program) onExit(g *generation, st processStatus) {
 		p.pending = nil
 		h := p.pendingReq
 		p.pendingReq = nil
-		if p.stopping {
-			p.drop(h, ErrStopping)
+		if p.stopping || p.paused {
+			p.drop(h, ErrStopped)
 			return
 		}
 		p.bad[g.key] = why
@@ -546,6 +641,7 @@ func (p *program) onExit(g *generation, st processStatus) {
 func (p *program) failed(h *handover, n int, why, output string) {
 	p.stats.LastError = fmt.Sprintf("gen %d: %s", n, why)
 	if p.current != nil {
+		p.stats.Rollbacks++
 		args := []any{"gen", n, "why", why, "serving_gen", p.current.n}
 		if output != "" {
 			args = append(args, "output", output)
@@ -567,6 +663,9 @@ func (p *program) failed(h *handover, n int, why, output string) {
 
 // restart applies the restart policy after the program went down.
 func (p *program) restart(rec *ExitRecord, st processStatus) {
+	if p.paused {
+		return
+	}
 	if p.queued != nil {
 		p.next() // a requested start comes first
 		return

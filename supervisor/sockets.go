@@ -29,6 +29,9 @@ type socket struct {
 	unix    string // path of a unix socket we created, removed on close
 	ino     uint64 // its inode, so we never remove someone else's file
 	refs    int
+	// systemd passed it to baton: it is never closed, so that it can
+	// serve again if a reload brings its listener back.
+	inherited bool
 }
 
 // sockets is the supervisor's table of open listening sockets, shared by
@@ -63,11 +66,54 @@ func (t *sockets) acquire(key, address string) (*socket, error) {
 	return s, nil
 }
 
+// acquireInherited returns the socket systemd passed to baton for the
+// listener, named "program.listener" or "listener", or nil.
+func (t *sockets) acquireInherited(program string, l Listener) *socket {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, name := range []string{program + "." + l.Name, l.Name} {
+		f, ok := t.inherited[name]
+		if !ok {
+			continue
+		}
+		key := "fd:" + name
+		if s, ok := t.byKey[key]; ok {
+			s.refs++
+			return s
+		}
+		s := &socket{key: key, address: l.Address, bound: boundAddr(f), file: f, inherited: true, refs: 1}
+		t.byKey[key] = s
+		return s
+	}
+	return nil
+}
+
+// boundAddr returns the address a socket is bound to.
+func boundAddr(f *os.File) string {
+	sa, err := syscall.Getsockname(int(f.Fd()))
+	if err != nil {
+		return f.Name()
+	}
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *syscall.SockaddrInet6:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port))
+	case *syscall.SockaddrUnix:
+		return "unix:" + a.Name
+	}
+	return f.Name()
+}
+
 // acquireAll acquires the sockets of program's listeners ls, in order; on
 // error it releases what it took.
 func (t *sockets) acquireAll(program string, ls []Listener) ([]*socket, error) {
 	var out []*socket
 	for _, l := range ls {
+		if s := t.acquireInherited(program, l); s != nil {
+			out = append(out, s)
+			continue
+		}
 		s, err := t.acquire(l.key(program), l.Address)
 		if err != nil {
 			t.releaseAll(out)
@@ -91,7 +137,7 @@ func (t *sockets) releaseAll(ss []*socket) {
 	defer t.mu.Unlock()
 	for _, s := range ss {
 		s.refs--
-		if s.refs == 0 {
+		if s.refs == 0 && !s.inherited {
 			delete(t.byKey, s.key)
 			s.close()
 		}

@@ -12,13 +12,14 @@ type ProgramStatus struct {
 	State string `json:"state"`
 	// Generation and PID are the current generation's: the newest that
 	// became ready and still runs (0 when none does).
-	Generation int       `json:"generation"`
-	PID        int       `json:"pid"`
-	StartedAt  time.Time `json:"started_at"`
+	Generation int        `json:"generation"`
+	PID        int        `json:"pid"`
+	StartedAt  *time.Time `json:"started_at"` // null when none serves
 	// Restarts counts restarts after the serving generation exited on
 	// its own; Handovers counts completed handovers.
 	Restarts  int            `json:"restarts"`
 	Handovers int            `json:"handovers"`
+	Rollbacks int            `json:"rollbacks"`
 	LastExit  *ExitRecord    `json:"last_exit"`
 	Pending   int            `json:"pending_generation,omitempty"` // starting, not ready yet
 	Draining  []int          `json:"draining_generations,omitempty"`
@@ -43,6 +44,7 @@ func (p *program) status() ProgramStatus {
 		Name:      p.name,
 		Restarts:  p.stats.Restarts,
 		Handovers: p.stats.Handovers,
+		Rollbacks: p.stats.Rollbacks,
 		LastExit:  p.stats.LastExit,
 		LastError: p.stats.LastError,
 		Reason:    p.exitedBy,
@@ -55,9 +57,9 @@ func (p *program) status() ProgramStatus {
 		st.Listeners = append(st.Listeners, ListenerInfo{Name: l.Name, Address: addr})
 	}
 	switch {
-	case p.stopping && len(p.gens) == 0:
+	case (p.stopping || p.paused) && len(p.gens) == 0:
 		st.State = StateStopped
-	case p.stopping:
+	case p.stopping || p.paused:
 		st.State = StateStopping
 	case p.current != nil:
 		st.State = StateRunning
@@ -72,7 +74,8 @@ func (p *program) status() ProgramStatus {
 		st.State = StateExited
 	}
 	if g := p.current; g != nil {
-		st.Generation, st.PID, st.StartedAt, st.Status = g.n, g.pid, g.started, g.status
+		started := g.started
+		st.Generation, st.PID, st.StartedAt, st.Status = g.n, g.pid, &started, g.status
 	}
 	if g := p.pending; g != nil {
 		st.Pending = g.n

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
@@ -74,17 +76,18 @@ var ErrKilled = errors.New("supervisor: a child had to be killed")
 // New, Run and the request methods (Reload, Status, Kill) are safe for
 // concurrent use; Run is called once.
 type Supervisor struct {
-	cfg     Config
-	file0   string       // the config file's absolute path
-	dir     string       // and its directory
-	log     hclog.Logger // baton's events
-	outLog  hclog.Logger // the programs' output
-	level   hclog.Level
-	console *console
-	sockets *sockets
-	spawner *spawner
-	runDir  string
-	baseEnv []string
+	cfg      Config
+	file0    string       // the config file's absolute path
+	dir      string       // and its directory
+	log      hclog.Logger // baton's events
+	outLog   hclog.Logger // the programs' output
+	level    hclog.Level
+	console  *console
+	sockets  *sockets
+	logFiles logFiles
+	spawner  *spawner
+	runDir   string
+	baseEnv  []string
 
 	mu       sync.Mutex
 	file     *File
@@ -97,10 +100,14 @@ type Supervisor struct {
 	kill     chan struct{}
 	killOnce sync.Once
 
-	runCtx   context.Context // cancelled when Run begins to stop
-	watcher  *watcher
-	builders map[string]*builder
-	bg       sync.WaitGroup // builders and watch-triggered requests
+	runCtx    context.Context // cancelled when Run begins to stop
+	controlLn net.Listener    // nil when the control socket is off
+	metricsLn net.Listener    // nil without a metrics block
+	metrics   *metrics
+	systemd   *systemd
+	watcher   *watcher
+	builders  map[string]*builder
+	bg        sync.WaitGroup // builders and watch-triggered requests
 
 	hookMu sync.Mutex
 	hooks  []func(Event)
@@ -124,6 +131,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if diags.HasErrors() {
 		return nil, &ConfigError{Diags: diags}
 	}
+	var err error
 	s := &Supervisor{
 		cfg:      cfg,
 		file:     file,
@@ -138,9 +146,13 @@ func New(cfg Config) (*Supervisor, error) {
 	s.level = hclog.LevelFromString(file.Log.Level)
 	s.log, s.outLog = cfg.Logger, nil
 	if s.log == nil {
-		out := cfg.LogOutput
-		if out == nil {
-			out = os.Stderr
+		var out io.Writer = os.Stderr
+		if cfg.LogOutput != nil {
+			out = cfg.LogOutput
+		}
+		if lf := file.Log.File; lf.Path != "" {
+			// baton's log goes to its file, rotated, instead of stderr.
+			out = s.logFiles.get(lf)
 		}
 		opts := func(level hclog.Level, name string) *hclog.LoggerOptions {
 			return &hclog.LoggerOptions{Name: name, Level: level, Output: out, JSONFormat: file.Log.Format == "json"}
@@ -153,6 +165,9 @@ func New(cfg Config) (*Supervisor, error) {
 	for _, d := range diags {
 		s.log.Warn(FormatDiagnostic(d))
 	}
+	if s.systemd, err = takeSystemd(s.sockets); err != nil {
+		return nil, err
+	}
 	s.baseEnv = cleanEnv(os.Environ())
 
 	dir := os.Getenv("XDG_RUNTIME_DIR")
@@ -163,19 +178,43 @@ func New(cfg Config) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create the runtime directory: %w", err)
 	}
+	// Searchable, not listable: programs that run as another user reach
+	// their own notify socket in it.
+	os.Chmod(runDir, 0o711)
 	s.runDir = runDir
 
 	socks := map[string][]*socket{}
+	fail := func(err error) (*Supervisor, error) {
+		for _, ss := range socks {
+			s.sockets.releaseAll(ss)
+		}
+		if s.controlLn != nil {
+			s.controlLn.Close()
+		}
+		if s.metricsLn != nil {
+			s.metricsLn.Close()
+		}
+		os.RemoveAll(runDir)
+		s.logFiles.closeAll()
+		return nil, err
+	}
 	for _, p := range file.Programs {
 		ss, err := s.sockets.acquireAll(p.Name, p.Listeners)
 		if err != nil {
-			for _, ss := range socks {
-				s.sockets.releaseAll(ss)
-			}
-			os.RemoveAll(runDir)
-			return nil, fmt.Errorf("program %q: %w", p.Name, err)
+			return fail(fmt.Errorf("program %q: %w", p.Name, err))
 		}
 		socks[p.Name] = ss
+	}
+	if file.Control.Enabled {
+		if s.controlLn, err = listenControl(file.Control.Socket); err != nil {
+			return fail(err)
+		}
+	}
+	if addr := file.Metrics.Address; addr != "" {
+		if s.metricsLn, err = net.Listen("tcp", addr); err != nil {
+			return fail(fmt.Errorf("metrics: %w", err))
+		}
+		s.metrics = newMetrics(s)
 	}
 	for _, p := range file.Programs {
 		s.programs[p.Name] = newProgram(s, p, socks[p.Name])
@@ -258,6 +297,20 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.watcher = newWatcher(s.log, s.file.Watch.Poll)
 	s.watcher.set(s.watchTargetsLocked())
+	if s.controlLn != nil {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			s.serveControl(runCtx, s.controlLn)
+		}()
+	}
+	if s.metricsLn != nil {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			s.serveMetrics(s.metricsLn)
+		}()
+	}
 	s.mu.Unlock()
 	s.log.Info("baton started", "config", s.cfg.File, "programs", strings.Join(s.order(), ","), "pid", os.Getpid())
 
@@ -267,6 +320,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	case <-s.kill:
 		s.log.Warn("stopping every program immediately")
 	}
+	s.systemd.stopping()
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
@@ -290,6 +344,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	for _, b := range s.builders {
 		b.cleanup()
 	}
+	s.logFiles.closeAll()
 
 	killed := false
 	for _, p := range progs {
@@ -352,6 +407,31 @@ func (s *Supervisor) order() []string {
 	return append(names, rest...)
 }
 
+// Result is the outcome of a handover, a start or a restart of one
+// program.
+type Result struct {
+	Program    string        `json:"program"`
+	Generation int           `json:"generation"` // the generation serving afterwards, 0 if none
+	ReadyIn    time.Duration `json:"ready_in_ns,omitempty"`
+	Unchanged  bool          `json:"unchanged,omitempty"` // nothing to hand over
+	Error      string        `json:"error,omitempty"`
+	Err        error         `json:"-"`
+}
+
+func resultOf(name string, r handoverResult) Result {
+	res := Result{Program: name, Generation: r.Gen, ReadyIn: r.ReadyIn, Err: r.Err}
+	switch {
+	case errors.Is(r.Err, ErrUnchanged):
+		res.Unchanged, res.Err = true, nil
+	case errors.Is(r.Err, ErrStopped):
+		res.Err = nil // a stopped program takes its new config when it starts
+	}
+	if res.Err != nil {
+		res.Error = res.Err.Error()
+	}
+	return res
+}
+
 // Reload re-reads the config file and applies it: programs added are
 // started, programs removed are stopped, and the others are handed over
 // to a new generation with their new config, every one of them when
@@ -360,8 +440,9 @@ func (s *Supervisor) order() []string {
 //
 // It is all or nothing: when the file does not validate or a new listener
 // cannot be opened, nothing changes and the error says why. Reload
-// returns when every handover has ended; its error joins the rollbacks.
-func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, names ...string) error {
+// returns when every handover has ended, with one Result per program
+// handed over; its error joins the rollbacks.
+func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, names ...string) ([]Result, error) {
 	// Reloads are read and dispatched one at a time; their handovers run
 	// in the programs, which merge the requests that arrive during one.
 	s.reloadMu.Lock()
@@ -371,27 +452,31 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 			s.reloadMu.Unlock()
 		}
 	}()
+	if explicit && len(names) == 0 {
+		s.systemd.reloading()
+		defer s.systemd.reloaded()
+	}
 	file, diags := LoadFile(s.cfg.File)
 	if diags.HasErrors() {
 		s.log.Error("config not applied; every program keeps running as it was", "reason", reason)
 		for _, d := range diags {
 			s.log.Error(FormatDiagnostic(d))
 		}
-		return &ConfigError{Diags: diags}
+		return nil, &ConfigError{Diags: diags}
 	}
 	for _, d := range diags {
 		s.log.Warn(FormatDiagnostic(d))
 	}
 	for _, n := range names {
 		if !file.has(n) {
-			return fmt.Errorf("no program named %q in %s", n, s.cfg.File)
+			return nil, fmt.Errorf("no program named %q in %s", n, s.cfg.File)
 		}
 	}
 
 	s.mu.Lock()
 	if s.stopping || !s.running {
 		s.mu.Unlock()
-		return ErrStopping
+		return nil, ErrStopping
 	}
 	// Every socket first: a listener that cannot be opened fails the
 	// whole reload before anything changed.
@@ -408,7 +493,7 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 			s.mu.Unlock()
 			err = fmt.Errorf("program %q: %w", p.Name, err)
 			s.log.Error("config not applied; every program keeps running as it was", "error", err)
-			return err
+			return nil, err
 		}
 		socks[p.Name] = ss
 	}
@@ -465,6 +550,13 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 			}
 		}
 	}
+	if file.Control != s.file.Control {
+		s.log.Warn("the control block changed; restart baton to apply it", "socket", s.file.Control.Socket)
+	}
+	if file.Metrics != s.file.Metrics {
+		s.log.Warn("the metrics block changed; restart baton to apply it", "address", s.file.Metrics.Address)
+	}
+	file.Control, file.Metrics = s.file.Control, s.file.Metrics
 	s.file = file
 	s.watcher.set(s.watchTargetsLocked())
 	s.mu.Unlock()
@@ -481,23 +573,16 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			done := make(chan struct{})
-			p.post(evStop{done: done})
+			p.post(evStop{done: make(chan struct{})})
 			<-p.quit
 		}()
 	}
-	errs := make([]error, len(jobs))
+	results := make([]Result, len(jobs))
 	for i, j := range jobs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := j.p.request(j.h, posted).Err
-			if errors.Is(err, ErrUnchanged) {
-				err = nil
-			}
-			if err != nil {
-				errs[i] = fmt.Errorf("%s: %w", j.p.name, err)
-			}
+			results[i] = resultOf(j.p.name, j.p.request(j.h, posted))
 		}()
 	}
 	for range jobs {
@@ -506,7 +591,92 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 	s.reloadMu.Unlock()
 	locked = false
 	wg.Wait()
-	return errors.Join(errs...)
+	var errs []error
+	for _, r := range results {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Program, r.Err))
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+// Restart hands program name over to a new generation with its current
+// config: a zero-downtime restart. It returns when the new generation is
+// ready or was rolled back.
+func (s *Supervisor) Restart(name string) (Result, error) {
+	p := s.program(name)
+	if p == nil {
+		return Result{}, fmt.Errorf("%w: %q", ErrNoProgram, name)
+	}
+	r := resultOf(name, p.request(&handover{reason: "restart requested", explicit: true}, nil))
+	if errors.Is(r.Err, ErrStopped) || (r.Err == nil && r.Generation == 0) {
+		r.Err = ErrStopped
+		r.Error = r.Err.Error()
+	}
+	return r, r.Err
+}
+
+// Stop stops every generation of program name and returns once they all
+// exited. The program keeps its sockets (clients wait in the accept queue)
+// and its config; Start starts it again.
+func (s *Supervisor) Stop(ctx context.Context, name string) error {
+	p := s.program(name)
+	if p == nil {
+		return fmt.Errorf("%w: %q", ErrNoProgram, name)
+	}
+	done := make(chan struct{})
+	p.post(evPause{done})
+	select {
+	case <-done:
+		return nil
+	case <-p.quit:
+		return ErrStopping
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Start starts program name after Stop, or after its restart policy left
+// it down, and returns when it is ready or failed to start.
+func (s *Supervisor) Start(name string) (Result, error) {
+	p := s.program(name)
+	if p == nil {
+		return Result{}, fmt.Errorf("%w: %q", ErrNoProgram, name)
+	}
+	reply := make(chan handoverResult, 1)
+	h := &handover{reason: "start requested", explicit: true, replies: []chan handoverResult{reply}}
+	select {
+	case p.events <- evResume{h}:
+	case <-p.quit:
+		return Result{Program: name, Err: ErrStopping, Error: ErrStopping.Error()}, ErrStopping
+	}
+	r := resultOf(name, <-reply)
+	return r, r.Err
+}
+
+// ErrNoProgram: no program has that name.
+var ErrNoProgram = errors.New("supervisor: no such program")
+
+// Logs returns up to n of program name's last output lines (all kept when
+// n <= 0).
+func (s *Supervisor) Logs(name string, n int) ([]LogLine, error) {
+	p := s.program(name)
+	if p == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNoProgram, name)
+	}
+	return p.ring.last(n), nil
+}
+
+// Follow returns program name's last n output lines and a channel of the
+// lines that follow; stop ends it and reports how many lines a slow
+// reader lost.
+func (s *Supervisor) Follow(name string, n int) (backlog []LogLine, lines <-chan LogLine, stop func() int, err error) {
+	p := s.program(name)
+	if p == nil {
+		return nil, nil, nil, fmt.Errorf("%w: %q", ErrNoProgram, name)
+	}
+	backlog, lines, stop = p.ring.follow(n)
+	return backlog, lines, stop, nil
 }
 
 func (f *File) has(name string) bool {
@@ -536,11 +706,13 @@ func (s *Supervisor) program(name string) *program {
 
 // observe tells the observers about an event.
 func (s *Supervisor) observe(program, what string, gen int) {
+	e := Event{Program: program, What: what, Generation: gen}
+	s.systemd.observe(s, e)
 	s.hookMu.Lock()
 	hooks := s.hooks
 	s.hookMu.Unlock()
 	for _, h := range hooks {
-		h(Event{Program: program, What: what, Generation: gen})
+		h(e)
 	}
 }
 

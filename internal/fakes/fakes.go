@@ -1,0 +1,160 @@
+// Package fakes holds the fake children of baton's tests: small programs
+// with one behaviour each (serve, crash at start, never ready, ignore
+// SIGTERM, flood stdout, …), run by re-executing the test binary.
+package fakes
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/baton-run/baton/child"
+	"github.com/baton-run/baton/internal/proctest"
+)
+
+// Children are the fake children, by name: the test binary re-executed
+// (proctest.RunChild), one behaviour each.
+var Children = map[string]func() int{
+	// serve: a well-behaved server. "/" answers its pid. With FAKE_GATE
+	// set to a FIFO, it waits for a byte on it before serving (and so
+	// before READY); with FAKE_EXIT set, it exits with that code after
+	// its drain.
+	"serve": func() int {
+		if gate := os.Getenv("FAKE_GATE"); gate != "" {
+			f, err := os.Open(gate) // blocks until the test opens it for writing
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			f.Read(make([]byte, 1))
+			f.Close()
+		}
+		code := fakeServe(child.Config{})
+		if v := os.Getenv("FAKE_EXIT"); v != "" {
+			code, _ = strconv.Atoi(v)
+		}
+		return code
+	},
+	// crash: fails at start, saying why on stderr.
+	"crash": func() int {
+		fmt.Fprintln(os.Stderr, "fake: cannot open the database: permission denied")
+		return 2
+	},
+	// never-ready: runs but never says READY=1.
+	"never-ready": func() int {
+		fmt.Println("fake: warming up forever")
+		waitSignal(syscall.SIGTERM)
+		return 0
+	},
+	// late-ready: says READY=1 after FAKE_DELAY, then serves.
+	"late-ready": func() int {
+		d, _ := time.ParseDuration(os.Getenv("FAKE_DELAY"))
+		time.Sleep(d) // the behaviour under test: a slow start
+		return fakeServe(child.Config{})
+	},
+	// ignore-term: ignores SIGTERM; only SIGKILL ends it.
+	"ignore-term": func() int {
+		signal.Ignore(syscall.SIGTERM)
+		return fakeServe(child.Config{Signals: []os.Signal{syscall.SIGUSR2}})
+	},
+	// http-only: speaks no notify protocol; readiness is an HTTP check.
+	// It serves after FAKE_DELAY.
+	"http-only": func() int {
+		os.Unsetenv("NOTIFY_SOCKET")
+		d, _ := time.ParseDuration(os.Getenv("FAKE_DELAY"))
+		time.Sleep(d) // the behaviour under test: a slow start
+		return fakeServe(child.Config{})
+	},
+	// fake-build: a build command. It waits for a byte on the FIFO
+	// FAKE_GATE, if set, then writes to its argument a script that runs
+	// the fake child "serve"; each build's script is different.
+	"fake-build": func() int {
+		if gate := os.Getenv("FAKE_GATE"); gate != "" {
+			f, err := os.Open(gate)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			f.Read(make([]byte, 1))
+			f.Close()
+		}
+		if os.Getenv("FAKE_FAIL") != "" {
+			fmt.Fprintln(os.Stderr, "main.go:3:1: syntax error: unexpected }")
+			return 1
+		}
+		argv, sel := proctest.SelfArgv("serve")
+		script := fmt.Sprintf("#!/bin/sh\n# build %d\nexport %s\nexec %q %q\n", time.Now().UnixNano(), sel, argv[0], argv[1])
+		if err := os.WriteFile(os.Args[len(os.Args)-1], []byte(script), 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	},
+	// flood: writes a lot to stdout, then exits.
+	"flood": flood,
+	// grandchild: starts a grandchild that would outlive it, then serves.
+	"grandchild": func() int {
+		cmd := proctest.Self("never-ready")
+		cmd.Stdout = os.Stdout
+		if err := cmd.Start(); err != nil {
+			return 1
+		}
+		fmt.Printf("grandchild pid %d\n", cmd.Process.Pid)
+		return fakeServe(child.Config{})
+	},
+}
+
+func fakeServe(cfg child.Config) int {
+	srv, err := child.New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getpid()) })
+	mux.Handle("/healthz", srv.Health())
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		groups, _ := syscall.Getgroups()
+		fmt.Fprintf(w, "uid=%d gid=%d groups=%v", os.Getuid(), os.Getgid(), groups)
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		for _, kv := range os.Environ() {
+			fmt.Fprintln(w, kv)
+		}
+	})
+	return child.ExitCode(srv.Serve(context.Background(), mux))
+}
+
+func waitSignal(sig os.Signal) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, sig)
+	<-c
+}
+
+// flood writes FAKE_BYTES bytes (default 1 GiB) to stdout in 4 KiB lines,
+// then exits 0.
+func flood() int {
+	total, _ := strconv.ParseInt(os.Getenv("FAKE_BYTES"), 10, 64)
+	if total <= 0 {
+		total = 1 << 30
+	}
+	w := bufio.NewWriterSize(os.Stdout, 64<<10)
+	line := strings.Repeat("x", 4095) + "\n"
+	for n := int64(0); n < total; n += int64(len(line)) {
+		if _, err := w.WriteString(line); err != nil {
+			return 1
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "flood: done")
+	return 0
+}

@@ -1,0 +1,265 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// The control API: JSON over HTTP on a unix socket, so that the CLI and
+// curl --unix-socket both work.
+//
+//	GET  /v1/status                        {"programs":[ProgramStatus…]}
+//	POST /v1/reload  {"programs":[…]}      {"results":[Result…]}   re-read the config, hand over
+//	POST /v1/programs/{name}/restart       Result                  hand over, same config
+//	POST /v1/programs/{name}/stop          {"program":…}           stop; sockets stay open
+//	POST /v1/programs/{name}/start         Result
+//	GET  /v1/programs/{name}/logs?lines=N&follow=1                 text, one line per line
+//
+// Failures answer 4xx or 5xx with {"error": "…"}.
+
+// StatusReply is the body of GET /v1/status: the contract of
+// `baton status -json`.
+type StatusReply struct {
+	Programs []ProgramStatus `json:"programs"`
+}
+
+// ReloadRequest is the body of POST /v1/reload; no programs means all.
+type ReloadRequest struct {
+	Programs []string `json:"programs"`
+}
+
+// ReloadReply is the answer to POST /v1/reload.
+type ReloadReply struct {
+	Results []Result `json:"results"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// ErrorReply is the body of a failed request.
+type ErrorReply struct {
+	Error string `json:"error"`
+}
+
+// listenControl opens the control socket: mode 0600 in a directory of
+// its own. A socket file left by a baton that died is replaced; one that
+// answers means another baton runs with it, which is an error.
+func listenControl(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket: %s exists and is not a socket; remove it or set control { socket = … }", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket: another baton answers on %s; stop it, or give this one another control { socket = … }", path)
+		}
+		os.Remove(path) // stale: nobody answers
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(true)
+	return &peerListener{Listener: l, uid: uint32(os.Getuid()), root: true}, nil
+}
+
+// peerListener accepts only peers of baton's own uid, or root: the socket
+// mode already says so, SO_PEERCRED makes sure.
+type peerListener struct {
+	net.Listener
+	uid  uint32
+	root bool // root may connect too
+	log  hclog.Logger
+}
+
+func (l *peerListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		cred, err := peerCred(c)
+		if err == nil && (cred.Uid == l.uid || (l.root && cred.Uid == 0)) {
+			return c, nil
+		}
+		if l.log != nil {
+			if err != nil {
+				l.log.Warn("control: refused a connection whose peer is unknown", "error", err)
+			} else {
+				l.log.Warn("control: refused a connection from another user", "uid", cred.Uid, "pid", cred.Pid)
+			}
+		}
+		c.Close()
+	}
+}
+
+func peerCred(c net.Conn) (*unix.Ucred, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, errors.New("not a unix connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
+
+// controlHandler returns the control API.
+func (s *Supervisor) controlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, StatusReply{Programs: s.Status()})
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		var req ReloadRequest
+		if r.ContentLength != 0 {
+			if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+				writeJSON(w, http.StatusBadRequest, ErrorReply{"bad request: " + err.Error()})
+				return
+			}
+		}
+		results, err := s.Reload(s.runCtx, true, "baton reload", req.Programs...)
+		var cerr *ConfigError
+		switch {
+		case errors.As(err, &cerr) || (err != nil && results == nil):
+			writeJSON(w, http.StatusUnprocessableEntity, ErrorReply{err.Error()})
+		default:
+			reply := ReloadReply{Results: results}
+			if err != nil {
+				reply.Error = err.Error()
+			}
+			writeJSON(w, http.StatusOK, reply)
+		}
+	})
+	mux.HandleFunc("POST /v1/programs/{name}/restart", func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.Restart(r.PathValue("name"))
+		writeResult(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/programs/{name}/start", func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.Start(r.PathValue("name"))
+		writeResult(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/programs/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		if err := s.Stop(r.Context(), name); err != nil {
+			writeResult(w, Result{Program: name}, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, Result{Program: name})
+	})
+	mux.HandleFunc("GET /v1/programs/{name}/logs", s.serveLogs)
+	return mux
+}
+
+func writeResult(w http.ResponseWriter, res Result, err error) {
+	switch {
+	case errors.Is(err, ErrNoProgram):
+		writeJSON(w, http.StatusNotFound, ErrorReply{err.Error()})
+	case err != nil:
+		res.Error = err.Error()
+		writeJSON(w, http.StatusConflict, res)
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	n, _ := strconv.Atoi(r.URL.Query().Get("lines"))
+	if n == 0 {
+		n = 100
+	}
+	write := func(l LogLine) {
+		fmt.Fprintf(w, "%s gen=%d %s\n", l.Time.Format("15:04:05.000"), l.Generation, l.Text)
+	}
+	if r.URL.Query().Get("follow") == "" {
+		lines, err := s.Logs(name, n)
+		if err != nil {
+			writeJSON(w, http.StatusNotFound, ErrorReply{err.Error()})
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		for _, l := range lines {
+			write(l)
+		}
+		return
+	}
+	backlog, lines, stop, err := s.Follow(name, n)
+	if err != nil {
+		writeJSON(w, http.StatusNotFound, ErrorReply{err.Error()})
+		return
+	}
+	defer stop()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	for _, l := range backlog {
+		write(l)
+	}
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	for {
+		select {
+		case l := <-lines:
+			write(l)
+			for more := true; more; { // write what is queued, then flush once
+				select {
+				case l := <-lines:
+					write(l)
+				default:
+					more = false
+				}
+			}
+			rc.Flush()
+		case <-r.Context().Done():
+			return
+		case <-s.runCtx.Done():
+			return
+		}
+	}
+}
+
+// serveControl serves the control API on l until ctx ends.
+func (s *Supervisor) serveControl(ctx context.Context, l net.Listener) {
+	if pl, ok := l.(*peerListener); ok {
+		pl.log = s.log
+	}
+	srv := &http.Server{Handler: s.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("control socket failed", "error", err)
+	}
+}

@@ -1,0 +1,90 @@
+package supervisor
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the Prometheus metrics of a supervisor, on a registry of
+// its own. Counters and gauges are read from the programs' status at
+// scrape time; handover durations are observed as they happen.
+type metrics struct {
+	reg      *prometheus.Registry
+	handover *prometheus.HistogramVec
+}
+
+var (
+	descRestarts  = prometheus.NewDesc("baton_program_restarts_total", "Restarts after the serving generation exited on its own.", []string{"program"}, nil)
+	descHandovers = prometheus.NewDesc("baton_program_handovers_total", "Completed handovers from one generation to the next.", []string{"program"}, nil)
+	descRollbacks = prometheus.NewDesc("baton_program_rollbacks_total", "New generations that exited or missed their ready timeout while another one served.", []string{"program"}, nil)
+	descGen       = prometheus.NewDesc("baton_program_generation", "The generation that serves (0 when none does).", []string{"program"}, nil)
+	descUp        = prometheus.NewDesc("baton_program_up", "1 when a generation of the program serves.", []string{"program"}, nil)
+	descDraining  = prometheus.NewDesc("baton_program_draining_generations", "Old generations still draining.", []string{"program"}, nil)
+)
+
+func newMetrics(s *Supervisor) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		handover: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "baton_handover_duration_seconds",
+			Help:    "From the start of a new generation until it was ready and the old one was told to stop.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"program"}),
+	}
+	m.reg.MustRegister(m.handover, statusCollector{s},
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "baton"}),
+		collectors.NewGoCollector())
+	return m
+}
+
+func (m *metrics) observeHandover(program string, d time.Duration) {
+	if m != nil {
+		m.handover.WithLabelValues(program).Observe(d.Seconds())
+	}
+}
+
+type statusCollector struct{ s *Supervisor }
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRestarts, descHandovers, descRollbacks, descGen, descUp, descDraining} {
+		ch <- d
+	}
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.s.Status() {
+		up := 0.0
+		if st.State == StateRunning {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(st.Restarts), st.Name)
+		ch <- prometheus.MustNewConstMetric(descHandovers, prometheus.CounterValue, float64(st.Handovers), st.Name)
+		ch <- prometheus.MustNewConstMetric(descRollbacks, prometheus.CounterValue, float64(st.Rollbacks), st.Name)
+		ch <- prometheus.MustNewConstMetric(descGen, prometheus.GaugeValue, float64(st.Generation), st.Name)
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, st.Name)
+		ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, float64(len(st.Draining)), st.Name)
+	}
+}
+
+// serveMetrics serves /metrics on l until the supervisor stops.
+func (s *Supervisor) serveMetrics(l net.Listener) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("baton metrics: /metrics\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-s.runCtx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("metrics server failed", "error", err)
+	}
+}
