@@ -18,9 +18,23 @@ import (
 // Exit statuses of baton.
 const (
 	exitOK     = 0
-	exitError  = 1 // invalid config, a socket that cannot be opened, a failed request
+	exitError  = 1 // invalid config, a socket that cannot be opened, a failed request, baton not running
 	exitUsage  = 2
 	exitKilled = 3 // run: a child had to be killed while baton stopped
+)
+
+const (
+	restartDesc = `
+Hand a program of the running baton over to a new generation with its
+current config, without dropping a request. Waits for the outcome and
+exits 1, with the reason, when the new generation was rolled back.`
+	stopDesc = `
+Stop every generation of a program and wait until they exited. Its
+listening sockets stay open, so clients wait instead of being refused,
+and its restart policy is suspended until baton start.`
+	startDesc = `
+Start a program that was stopped with baton stop, or that its restart
+policy left down, and wait until it is ready.`
 )
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3"); without
@@ -40,6 +54,12 @@ func init() {
 		{"run", "supervise the programs of a config file, in the foreground", cmdRun},
 		{"dev", "build, run and rebuild on every source change, without dropping a request", cmdDev},
 		{"check", "validate a config file and print its problems with their positions", cmdCheck},
+		{"status", "show the programs of the running baton", cmdStatus},
+		{"reload", "re-read the config and hand over programs; fails when one was rolled back", cmdReload},
+		{"restart", "hand a program over to a new generation, same config", programCommand("restart", restartDesc)},
+		{"stop", "stop a program; its sockets stay open", programCommand("stop", stopDesc)},
+		{"start", "start a stopped program", programCommand("start", startDesc)},
+		{"logs", "print a program's last output lines, or follow them", cmdLogs},
 		{"version", "print baton's version", cmdVersion},
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,15 +17,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-run/baton/internal/fakes"
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/proctest"
 )
 
 func TestMain(m *testing.M) {
-	proctest.RunChild(map[string]func() int{
+	children := map[string]func() int{
 		// baton itself: the test binary runs the command line.
 		"baton": func() int { return cli(os.Args[2:], os.Stdout, os.Stderr) },
-	})
+	}
+	for name, f := range fakes.Children {
+		children[name] = f
+	}
+	proctest.RunChild(children)
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
@@ -185,4 +192,32 @@ func TestCheck(t *testing.T) {
 				strings.Join(tc.args, " "), tc.code, tc.out, tc.err, code, stdout.String(), stderr.String())
 		}
 	}
+}
+
+// servedBy asks a fake child at addr for the pid that answers.
+func servedBy(t *testing.T, addr string) int {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	pid, err := strconv.Atoi(string(b))
+	if err != nil {
+		t.Fatalf("GET /: %q", b)
+	}
+	return pid
+}
+
+func httpGet(url string) (string, error) {
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
