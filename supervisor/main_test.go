@@ -1,9 +1,11 @@
 package supervisor
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -168,4 +170,32 @@ func get(t *testing.T, addr string) int {
 // gone reports whether no process is left in pid's process group.
 func gone(pid int) bool {
 	return syscall.Kill(-pid, 0) == syscall.ESRCH
+}
+
+// getPath GETs path from addr on a fresh connection.
+func getPath(t *testing.T, addr, path string) string {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// dialKeepAlive opens a connection, sends one request and keeps the
+// connection open and idle.
+func dialKeepAlive(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -207,3 +207,42 @@ func TestDev_rootConfig(t *testing.T) {
 		t.Fatalf("build outputs left behind: %v", entries)
 	}
 }
+
+// A storm of 100 SIGHUPs under POST load: they merge into a few
+// handovers, not one request fails and no acknowledged order is lost.
+func TestRun_reloadStormUnderLoad(t *testing.T) {
+	orders := buildOrders(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.hcl")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+program "orders" {
+  command = [%q]
+  env     = { ORDERS_DB = "orders.db" }
+  listener "http" { address = "127.0.0.1:0" }
+}
+`, orders)), 0o644)
+	baton := startBaton(t, "run", "-config", cfg)
+	addr := reAddr.FindStringSubmatch(baton.WaitOutput("serving: ", waitLong))[1]
+	baton.WaitOutput("ready: program=orders gen=1", waitLong)
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 32})
+	load.WaitAcked(1000, waitLong)
+	for i := 0; i < 100; i++ {
+		baton.Signal(syscall.SIGHUP)
+	}
+	// A reload that waits for its outcome ends after the storm's.
+	if code, out, errs := ctl(t, "reload", "-config", cfg); code != 0 {
+		t.Fatalf("reload after the storm: %d %s %s", code, out, errs)
+	}
+	load.WaitAcked(load.Acked()+1000, waitLong)
+	res := load.Stop()
+	starts := strings.Count(baton.Output(), "starting: program=orders")
+	baton.Signal(syscall.SIGTERM)
+	if code, _ := exitStatus(baton.Wait(waitLong)); code != 0 {
+		t.Fatalf("baton exit %d", code)
+	}
+	checkLoad(t, res, filepath.Join(dir, "orders.db"))
+	if starts > 20 {
+		t.Fatalf("100 SIGHUPs started %d generations", starts)
+	}
+	t.Logf("100 SIGHUPs and a reload: %d generations", starts)
+}

@@ -99,6 +99,49 @@ var Children = map[string]func() int{
 	},
 	// flood: writes a lot to stdout, then exits.
 	"flood": flood,
+	// ready-exit: says READY=1, then exits 1 at once.
+	"ready-exit": func() int {
+		child.Notify("READY=1")
+		fmt.Fprintln(os.Stderr, "fake: ready, and gone")
+		return 1
+	},
+	// slow-drain: serves, and after its drain takes FAKE_DELAY more to
+	// exit, as a program finishing long background work does.
+	"slow-drain": func() int {
+		code := fakeServe(child.Config{})
+		d, _ := time.ParseDuration(os.Getenv("FAKE_DELAY"))
+		child.Notify("STATUS=finishing background work")
+		fmt.Println("fake: finishing background work")
+		time.Sleep(d) // the behaviour under test: a long drain
+		return code
+	},
+	// env-grandchild: after taking its socket, starts a grandchild that
+	// reports what it inherited, then serves.
+	"env-grandchild": func() int {
+		srv, err := child.New(child.Config{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cmd := proctest.Self("report-env")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return 1
+		}
+		return child.ExitCode(srv.Serve(context.Background(), http.NotFoundHandler()))
+	},
+	// report-env: prints the protocol variables and descriptors it got.
+	"report-env": func() int {
+		// fd 3 may be anything the Go runtime opened; a listening socket
+		// there would have been inherited.
+		fd3 := "no listening socket"
+		if v, err := syscall.GetsockoptInt(3, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err == nil && v == 1 {
+			fd3 = "a listening socket"
+		}
+		fmt.Printf("grandchild env: LISTEN_FDS=%q LISTEN_PID=%q LISTEN_FDNAMES=%q NOTIFY_SOCKET=%q fd3=%s\n",
+			os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("NOTIFY_SOCKET"), fd3)
+		return 0
+	},
 	// grandchild: starts a grandchild that would outlive it, then serves.
 	"grandchild": func() int {
 		cmd := proctest.Self("never-ready")

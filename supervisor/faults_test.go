@@ -1,0 +1,272 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/baton-run/baton/internal/proctest"
+)
+
+// withEnv adds environment variables to a fakeProgram block.
+func withEnv(block, fake, env string) string {
+	return strings.Replace(block, fmt.Sprintf("BATON_TEST_CHILD = %q", fake), fmt.Sprintf("BATON_TEST_CHILD = %q, %s", fake, env), 1)
+}
+
+// A new generation that says READY=1 and exits at once does not take
+// over for good: its exit makes the program restart, not vanish.
+func TestFault_exitRightAfterReady(t *testing.T) {
+	h := newHarness(t, fakeProgram("app", "serve", ""))
+	h.waitEvent("app", "ready", 1)
+	h.write(fakeProgram("app", "ready-exit", `restart { backoff = "10ms" }`))
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+		t.Fatal(err) // it was ready: the handover completed
+	}
+	h.waitEvent("app", "exit", 2)
+	h.waitLog("serving generation crashed", 1)
+	h.waitLog("restarting after a backoff", 1)
+	if st := h.status("app"); st.Restarts < 1 && st.State != StateBackoff {
+		t.Fatalf("after the crash: %+v", st)
+	}
+	h.stop()
+}
+
+// The serving generation dies while the next one starts: the next one
+// takes over when ready, and nothing else is started.
+func TestFault_exitInTheMiddleOfAHandover(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	syscall.Mkfifo(gate, 0o600)
+	h := newHarness(t, fakeProgram("app", "serve", ""))
+	h.waitEvent("app", "ready", 1)
+	first := h.status("app").PID
+	h.write(withEnv(fakeProgram("app", "serve", ""), "serve", fmt.Sprintf("FAKE_GATE = %q", gate)))
+	done := make(chan error, 1)
+	go func() { _, err := h.sup.Reload(context.Background(), true, "test"); done <- err }()
+	h.waitLog("starting: program=app gen=2", 1)
+	syscall.Kill(first, syscall.SIGKILL)
+	h.waitEvent("app", "exit", 1)
+	f, err := os.OpenFile(gate, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte{1})
+	f.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := h.status("app")
+	if st.Generation != 2 || st.Restarts != 0 || h.log.Count("starting: program=app") != 2 {
+		t.Fatalf("want gen 2 serving, no restart, 2 starts; have %+v, %d starts", st, h.log.Count("starting: program=app"))
+	}
+	h.stop()
+}
+
+// A generation SIGKILLed while it drains is recorded as killed; nothing
+// restarts, the new generation serves on.
+func TestFault_childKilledWhileDraining(t *testing.T) {
+	h := newHarness(t, withEnv(fakeProgram("app", "slow-drain", ""), "slow-drain", `FAKE_DELAY = "1h"`))
+	h.waitEvent("app", "ready", 1)
+	first := h.status("app").PID
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitLog("finishing background work", 1)
+	syscall.Kill(first, syscall.SIGKILL)
+	h.waitEvent("app", "exit", 1)
+	st := h.status("app")
+	if st.LastExit.Signal != "SIGKILL" || st.LastExit.Status != "finishing background work" || st.Restarts != 0 || st.Generation != 2 {
+		t.Fatalf("want gen 1 recorded as killed while finishing, gen 2 serving; have %+v, %+v", st, st.LastExit)
+	}
+	h.sup.Kill() // gen 2 drains for an hour too
+	<-h.done
+}
+
+// A slow drain does not block the next handover: two old generations may
+// drain at once.
+func TestFault_slowDrainDoesNotBlockHandovers(t *testing.T) {
+	h := newHarness(t, withEnv(fakeProgram("app", "slow-drain", ""), "slow-drain", `FAKE_DELAY = "1h"`))
+	h.waitEvent("app", "ready", 1)
+	for gen := 2; gen <= 3; gen++ {
+		if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+			t.Fatal(err)
+		}
+		h.waitLog("finishing background work", gen-1)
+	}
+	if st := h.status("app"); st.Generation != 3 || len(st.Draining) != 2 {
+		t.Fatalf("want gen 3 serving while 1 and 2 drain, have %+v", st)
+	}
+	h.sup.Kill()
+	<-h.done
+}
+
+// A client that holds a connection open forever cannot hold a generation
+// past its stop timeout: the child's drain bounds, fitted in
+// BATON_STOP_TIMEOUT, end it, and it exits 0 (an idle connection closed
+// by the drain cut nothing off).
+func TestFault_connectionHeldForever(t *testing.T) {
+	h := newHarness(t, fakeProgram("app", "serve", `stop { timeout = "3s" }`))
+	h.waitEvent("app", "ready", 1)
+	c := dialKeepAlive(t, h.sup.Addr("app", "http"))
+	defer c.Close()
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitEvent("app", "exit", 1)
+	if last := h.status("app").LastExit; last.Code != 0 || last.Killed != "" {
+		t.Fatalf("the old generation: want exit 0 within its stop timeout, have %+v", last)
+	}
+	h.stop()
+}
+
+// A binary deleted, or made non-executable: an explicit reload is rolled
+// back with the reason, the serving generation serves on.
+func TestFault_binaryDeletedOrNotExecutable(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "app")
+	argv, sel := proctest.SelfArgv("serve")
+	os.WriteFile(bin, []byte(fmt.Sprintf("#!/bin/sh\nexport %s\nexec %q %q\n", sel, argv[0], argv[1])), 0o755)
+	h := newHarness(t, fmt.Sprintf(`
+program "app" {
+  command = [%q]
+  listener "http" { address = "127.0.0.1:0" }
+}
+`, bin))
+	h.waitEvent("app", "ready", 1)
+	first := h.status("app").PID
+	os.Chmod(bin, 0o644)
+	if _, err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "not executable") {
+		t.Fatalf("non-executable: want a rollback saying so, have %v", err)
+	}
+	os.Remove(bin)
+	if _, err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("deleted: want a rollback saying so, have %v", err)
+	}
+	if st := h.status("app"); st.PID != first || get(t, h.sup.Addr("app", "http")) != first {
+		t.Fatalf("the serving generation changed: %+v", st)
+	}
+	h.stop()
+}
+
+// A config that cannot be read (removed, or replaced by a directory)
+// changes nothing.
+func TestFault_unreadableConfig(t *testing.T) {
+	h := newHarness(t, fakeProgram("app", "serve", ""))
+	h.waitEvent("app", "ready", 1)
+	first := h.status("app").PID
+	os.Remove(h.file)
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err == nil || !strings.Contains(err.Error(), "Cannot read the config file") {
+		t.Fatalf("removed config: %v", err)
+	}
+	os.Mkdir(h.file, 0o755)
+	if _, err := h.sup.Reload(context.Background(), true, "test"); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("config replaced by a directory: %v", err)
+	}
+	if st := h.status("app"); st.PID != first || st.Generation != 1 {
+		t.Fatalf("something changed: %+v", st)
+	}
+	h.stop()
+}
+
+// A storm of 100 reload requests in a second, each with a new config: they
+// are merged into a few handovers, never run in parallel, and the last
+// config wins.
+func TestFault_reloadStorm(t *testing.T) {
+	h := newHarness(t, withEnv(fakeProgram("app", "serve", ""), "serve", `VERSION = "0"`))
+	h.waitEvent("app", "ready", 1)
+	var wg sync.WaitGroup
+	for i := 1; i <= 100; i++ {
+		h.write(withEnv(fakeProgram("app", "serve", ""), "serve", fmt.Sprintf(`VERSION = "%d"`, i)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.sup.Reload(context.Background(), true, "storm")
+		}()
+		h.waitLog("starting: program=app", 2) // the first of the storm is under way
+	}
+	wg.Wait()
+	st := h.status("app")
+	starts := h.log.Count("starting: program=app")
+	for gen := 1; gen < st.Generation; gen++ {
+		h.waitEvent("app", "exit", gen) // until then an old one may still accept
+	}
+	env := getPath(t, h.sup.Addr("app", "http"), "/env")
+	if !strings.Contains(env, "VERSION=100\n") {
+		t.Fatalf("the last config did not win: %s", env)
+	}
+	if starts > 20 {
+		t.Fatalf("100 requests started %d generations; they should merge", starts)
+	}
+	if strings.Contains(h.log.String(), "rollback") {
+		t.Fatalf("a handover of the storm failed:\n%s", h.log)
+	}
+	t.Logf("100 reloads: %d generations started, gen %d serves the last config", starts, st.Generation)
+	h.stop()
+}
+
+// The protocol variables and the listening socket do not reach the
+// programs a child starts.
+func TestSecurity_nothingLeaksToGrandchildren(t *testing.T) {
+	h := newHarness(t, fakeProgram("app", "env-grandchild", ""))
+	h.waitEvent("app", "ready", 1)
+	line := h.waitLog("grandchild env:", 1)
+	if !strings.Contains(line, `LISTEN_FDS="" LISTEN_PID="" LISTEN_FDNAMES="" NOTIFY_SOCKET="" fd3=no listening socket`) {
+		t.Fatalf("a grandchild inherited: %s", line)
+	}
+	h.stop()
+}
+
+// The environment given to programs is not written to the log, even when
+// they fail.
+func TestSecurity_envNotLogged(t *testing.T) {
+	h := newHarness(t, withEnv(fakeProgram("app", "serve", ""), "serve", `API_TOKEN = "s3cr3t-t0ken"`))
+	h.waitEvent("app", "ready", 1)
+	h.write(withEnv(fakeProgram("app", "crash", ""), "crash", `API_TOKEN = "s3cr3t-t0ken"`))
+	h.sup.Reload(context.Background(), true, "test")
+	h.sup.Status()
+	h.stop()
+	if strings.Contains(h.log.String(), "s3cr3t") {
+		t.Fatal("a secret from the environment is in the log")
+	}
+}
+
+// 200 handovers leave baton with the descriptors and goroutines it had.
+func TestLeaks_200Handovers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 handovers")
+	}
+	h := newHarness(t, fakeProgram("app", "serve", `ready { timeout = "60s" }`))
+	h.waitEvent("app", "ready", 1)
+	// One handover first: pools and caches that fill once are not leaks.
+	if _, err := h.sup.Reload(context.Background(), true, "warm-up"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitEvent("app", "exit", 1)
+	fds0, g0 := openFDs(t), runtime.NumGoroutine()
+	for gen := 3; gen <= 202; gen++ {
+		if _, err := h.sup.Reload(context.Background(), true, "leak test"); err != nil {
+			t.Fatal(err)
+		}
+		h.waitEvent("app", "exit", gen-1)
+	}
+	fds1, g1 := openFDs(t), runtime.NumGoroutine()
+	if fds1 != fds0 || g1 > g0+2 {
+		t.Fatalf("after 200 handovers: fds %d → %d, goroutines %d → %d", fds0, fds1, g0, g1)
+	}
+	t.Logf("200 handovers: fds %d → %d, goroutines %d → %d", fds0, fds1, g0, g1)
+	h.stop()
+}
+
+func openFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
