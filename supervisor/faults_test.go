@@ -196,7 +196,7 @@ func TestFault_reloadStorm(t *testing.T) {
 	for gen := 1; gen < st.Generation; gen++ {
 		h.waitEvent("app", "exit", gen) // until then an old one may still accept
 	}
-	env := getPath(t, h.sup.Addr("app", "http"), "/env")
+	env := proctest.Get(t, "http://"+h.sup.Addr("app", "http")+"/env")
 	if !strings.Contains(env, "VERSION=100\n") {
 		t.Fatalf("the last config did not win: %s", env)
 	}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -151,38 +150,11 @@ func (h *harness) stop() error {
 }
 
 // get asks addr's "/" for the pid of the generation that answers.
-func get(t *testing.T, addr string) int {
-	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	pid, err := strconv.Atoi(string(b))
-	if err != nil {
-		t.Fatalf("GET /: %q", b)
-	}
-	return pid
-}
+func get(t *testing.T, addr string) int { return proctest.ServedBy(t, addr) }
 
 // gone reports whether no process is left in pid's process group.
 func gone(pid int) bool {
 	return syscall.Kill(-pid, 0) == syscall.ESRCH
-}
-
-// getPath GETs path from addr on a fresh connection.
-func getPath(t *testing.T, addr, path string) string {
-	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }
 
 // dialKeepAlive opens a connection, sends one request and keeps the

@@ -16,7 +16,7 @@ Exit status 1 when the file has errors; warnings alone exit 0.`
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", "[-config FILE]", checkDesc, stderr)
 	file := fs.String("config", supervisor.DefaultConfigFile, "the config `FILE`")
-	if code, ok := parse(fs, args); !ok {
+	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
 	f, diags := supervisor.LoadFile(*file)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -115,7 +116,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("status", "[-json] [-config FILE | -socket PATH]", statusDesc, stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	conn := controlFlags(fs)
-	if code, ok := parse(fs, args); !ok {
+	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
 	var st supervisor.StatusReply
@@ -196,24 +197,21 @@ validate (then nothing changed).`
 func cmdReload(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("reload", "[-config FILE | -socket PATH] [NAME…]", reloadDesc, stderr)
 	conn := controlFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	names, code, ok := parse(fs, args, anyArgs)
+	if !ok {
+		return code
 	}
 	var reply supervisor.ReloadReply
-	if _, err := conn().do("POST", "/v1/reload", supervisor.ReloadRequest{Programs: fs.Args()}, &reply); err != nil {
+	if _, err := conn().do("POST", "/v1/reload", supervisor.ReloadRequest{Programs: names}, &reply); err != nil {
 		return fail(stderr, err)
 	}
-	ok := true
+	code = exitOK
 	for _, r := range reply.Results {
-		ok = printResult(stdout, stderr, r) && ok
+		if !printResult(stdout, stderr, r) {
+			code = exitError
+		}
 	}
-	if !ok {
-		return exitError
-	}
-	return exitOK
+	return code
 }
 
 // programCommand is restart, start or stop: one program by name.
@@ -221,20 +219,13 @@ func programCommand(verb, desc string) func([]string, io.Writer, io.Writer) int 
 	return func(args []string, stdout, stderr io.Writer) int {
 		fs := newFlags(verb, "[-config FILE | -socket PATH] NAME", desc, stderr)
 		conn := controlFlags(fs)
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
-			}
-			return exitUsage
+		pos, code, ok := parse(fs, args, oneArg)
+		if !ok {
+			return code
 		}
-		if fs.NArg() != 1 {
-			fmt.Fprintf(stderr, "baton %s: name one program\n", verb)
-			fs.Usage()
-			return exitUsage
-		}
-		name := fs.Arg(0)
+		name := pos[0]
 		var r supervisor.Result
-		if _, err := conn().do("POST", "/v1/programs/"+name+"/"+verb, nil, &r); err != nil {
+		if _, err := conn().do("POST", "/v1/programs/"+url.PathEscape(name)+"/"+verb, nil, &r); err != nil {
 			return fail(stderr, err)
 		}
 		if verb == "stop" && r.Error == "" {
@@ -258,19 +249,12 @@ func cmdLogs(args []string, stdout, stderr io.Writer) int {
 	follow := fs.Bool("f", false, "follow: print new lines as they come")
 	n := fs.Int("n", 100, "how many of the last `LINES` to print first")
 	conn := controlFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "baton logs: name one program")
-		fs.Usage()
-		return exitUsage
+	pos, code, ok := parse(fs, args, oneArg)
+	if !ok {
+		return code
 	}
 	c := conn()
-	q := fmt.Sprintf("/v1/programs/%s/logs?lines=%d", fs.Arg(0), *n)
+	q := fmt.Sprintf("/v1/programs/%s/logs?lines=%d", url.PathEscape(pos[0]), *n)
 	if *follow {
 		q += "&follow=1"
 	}

@@ -82,7 +82,7 @@ func TestControl_commands(t *testing.T) {
 		t.Fatalf("control socket mode: %v %v", st.Mode(), err)
 	}
 	a, b := programStatus(t, cfg, "a"), programStatus(t, cfg, "b")
-	if got := servedBy(t, a.Listeners[0].Address); got != a.PID || a.State != "running" || a.Generation != 1 {
+	if got := proctest.ServedBy(t, a.Listeners[0].Address); got != a.PID || a.State != "running" || a.Generation != 1 {
 		t.Fatalf("status says pid %d (%s, gen %d), pid %d serves", a.PID, a.State, a.Generation, got)
 	}
 	code, out, errs := ctl(t, "status", "-config", cfg)
@@ -146,19 +146,7 @@ func TestControl_commands(t *testing.T) {
 // signal), drains and exits on its own; no acknowledged order is lost and
 // nothing is left running.
 func TestSIGKILLedBaton_childrenDrain(t *testing.T) {
-	orders := buildOrders(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.hcl")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-program "orders" {
-  command = [%q]
-  env     = { ORDERS_DB = "orders.db" }
-  listener "http" { address = "127.0.0.1:0" }
-}
-`, orders)), 0o644)
-	baton := startBaton(t, "run", "-config", cfg)
-	addr := reAddr.FindStringSubmatch(baton.WaitOutput("serving: ", waitLong))[1]
-	baton.WaitOutput("ready: program=orders gen=1", waitLong)
+	baton, dir, _, addr := runOrders(t)
 	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 32})
 	load.WaitAcked(3000, waitLong)
 	pids := childPIDs(baton.Output())

@@ -25,7 +25,7 @@ Signals are those of baton run.`
 func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("dev", "[-config FILE]", devDesc, stderr)
 	file := fs.String("config", supervisor.DefaultConfigFile, "the config `FILE`")
-	if code, ok := parse(fs, args); !ok {
+	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
 	sup, err := supervisor.New(supervisor.Config{

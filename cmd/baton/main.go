@@ -128,26 +128,48 @@ func newFlags(name, synopsis, desc string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args; it returns false and the exit status when the
+// Counts of positional arguments for parse.
+const (
+	noArgs  = 0
+	oneArg  = 1
+	anyArgs = -1
+)
+
+// parse parses args, flags and positional arguments in any order (so
+// that "baton logs web -f" works), and checks that there are nargs
+// positional ones. It returns them, or false and the exit status when the
 // command should not go on (-h, or a usage error).
-func parse(fs *flag.FlagSet, args []string) (int, bool) {
-	err := fs.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK, false
-	case err != nil:
-		return exitUsage, false
-	case fs.NArg() > 0:
-		fmt.Fprintf(fs.Output(), "baton: unexpected argument %q\n", fs.Arg(0))
-		fs.Usage()
-		return exitUsage, false
+func parse(fs *flag.FlagSet, args []string, nargs int) ([]string, int, bool) {
+	var pos []string
+	for {
+		err := fs.Parse(args)
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			return nil, exitOK, false
+		case err != nil:
+			return nil, exitUsage, false
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	return 0, true
+	switch {
+	case nargs == noArgs && len(pos) > 0:
+		fmt.Fprintf(fs.Output(), "baton: unexpected argument %q\n", pos[0])
+	case nargs == oneArg && len(pos) != 1:
+		fmt.Fprintf(fs.Output(), "%s: name one program\n", fs.Name())
+	default:
+		return pos, 0, true
+	}
+	fs.Usage()
+	return nil, exitUsage, false
 }
 
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("version", "", "Print baton's version.", stderr)
-	if code, ok := parse(fs, args); !ok {
+	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
 	v := version

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,14 +85,14 @@ func childPIDs(out string) []int {
 	return pids
 }
 
-// The promise of baton: ten handovers by SIGHUP under 32 keep-alive
-// clients POSTing orders, without client retries: not one request fails,
-// not one acknowledged order is missing, and after SIGTERM baton exits 0
-// with no child left.
-func TestRun_tenHandoversUnderLoad(t *testing.T) {
+// runOrders runs baton with one program, the orders example on a port of
+// its own, and returns baton, the config's directory and file, and the
+// address the example serves on.
+func runOrders(t *testing.T) (baton *proctest.Proc, dir, cfg, addr string) {
+	t.Helper()
 	orders := buildOrders(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.hcl")
+	dir = t.TempDir()
+	cfg = filepath.Join(dir, "config.hcl")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`
 program "orders" {
   command = [%q]
@@ -102,13 +100,21 @@ program "orders" {
   listener "http" { address = "127.0.0.1:0" }
 }
 `, orders)), 0o644)
-	baton := startBaton(t, "run", "-config", cfg)
+	baton = startBaton(t, "run", "-config", cfg)
 	m := reAddr.FindStringSubmatch(baton.WaitOutput("serving: ", waitLong))
 	if m == nil {
 		t.Fatalf("no address in the log:\n%s", baton.Output())
 	}
-	addr := m[1]
 	baton.WaitOutput("ready: program=orders gen=1", waitLong)
+	return baton, dir, cfg, m[1]
+}
+
+// The promise of baton: ten handovers by SIGHUP under 32 keep-alive
+// clients POSTing orders, without client retries: not one request fails,
+// not one acknowledged order is missing, and after SIGTERM baton exits 0
+// with no child left.
+func TestRun_tenHandoversUnderLoad(t *testing.T) {
+	baton, dir, _, addr := runOrders(t)
 
 	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 32})
 	for gen := 2; gen <= 11; gen++ {
@@ -192,32 +198,4 @@ func TestCheck(t *testing.T) {
 				strings.Join(tc.args, " "), tc.code, tc.out, tc.err, code, stdout.String(), stderr.String())
 		}
 	}
-}
-
-// servedBy asks a fake child at addr for the pid that answers.
-func servedBy(t *testing.T, addr string) int {
-	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	pid, err := strconv.Atoi(string(b))
-	if err != nil {
-		t.Fatalf("GET /: %q", b)
-	}
-	return pid
-}
-
-func httpGet(url string) (string, error) {
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
 }

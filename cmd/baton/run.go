@@ -31,7 +31,7 @@ a child had to be killed, 1 when the config or a socket failed.`
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", "[-config FILE]", runDesc, stderr)
 	file := fs.String("config", supervisor.DefaultConfigFile, "the config `FILE`")
-	if code, ok := parse(fs, args); !ok {
+	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
 	sup, err := supervisor.New(supervisor.Config{File: *file, LogOutput: stderr})

@@ -120,10 +120,7 @@ program "app" {
 	baton := proctest.Start(t, cmd)
 	baton.WaitOutput("ready: program=app gen=1", waitLong)
 	addr := reAddr.FindStringSubmatch(baton.WaitOutput("serving: ", waitLong))[1]
-	resp, err := httpGet("http://" + addr + "/whoami")
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := proctest.Get(t, "http://"+addr+"/whoami")
 	if resp != "uid=65534 gid=65534 groups=[]" {
 		t.Fatalf("the program runs as %q, want nobody without groups", resp)
 	}

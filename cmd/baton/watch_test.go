@@ -211,19 +211,7 @@ func TestDev_rootConfig(t *testing.T) {
 // A storm of 100 SIGHUPs under POST load: they merge into a few
 // handovers, not one request fails and no acknowledged order is lost.
 func TestRun_reloadStormUnderLoad(t *testing.T) {
-	orders := buildOrders(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.hcl")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`
-program "orders" {
-  command = [%q]
-  env     = { ORDERS_DB = "orders.db" }
-  listener "http" { address = "127.0.0.1:0" }
-}
-`, orders)), 0o644)
-	baton := startBaton(t, "run", "-config", cfg)
-	addr := reAddr.FindStringSubmatch(baton.WaitOutput("serving: ", waitLong))[1]
-	baton.WaitOutput("ready: program=orders gen=1", waitLong)
+	baton, dir, cfg, addr := runOrders(t)
 	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 32})
 	load.WaitAcked(1000, waitLong)
 	for i := 0; i < 100; i++ {

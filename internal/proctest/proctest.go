@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -216,4 +217,33 @@ func Alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
+
+// Get GETs url on a fresh connection (no keep-alive: an idle connection
+// left in a pool would hold a draining generation until its timeout) and
+// returns the body; it fails the test on an error.
+func Get(t testing.TB, url string) string {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// ServedBy asks a fake child (fakes "serve") at addr which pid answers.
+func ServedBy(t testing.TB, addr string) int {
+	t.Helper()
+	b := Get(t, "http://"+addr+"/")
+	pid, err := strconv.Atoi(b)
+	if err != nil {
+		t.Fatalf("GET http://%s/: %q", addr, b)
+	}
+	return pid
 }
