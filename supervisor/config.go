@@ -574,6 +574,11 @@ func (v *validator) program(rp *rawProgram) *Program {
 					v.errorf(r.ListenerRange, "Unknown listener", "Program %q has no listener named %q.", rp.Name, *r.Listener)
 				}
 			}
+			for _, l := range p.Listeners {
+				if l.Name == p.Ready.Listener && strings.HasPrefix(l.Address, "unix:") {
+					v.warnf(r.HTTPRange, "HTTP readiness on a unix socket", "During a handover baton cannot tell which generation answered on %s: the old one may answer for a new one that is not ready. Prefer notify readiness, or check a TCP listener.", l.Address)
+				}
+			}
 		} else if r.Listener != nil {
 			v.errorf(r.ListenerRange, "Listener without http", "listener only applies to an http readiness check.")
 		}

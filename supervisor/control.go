@@ -202,7 +202,7 @@ func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 		n = 100
 	}
 	write := func(l LogLine) {
-		fmt.Fprintf(w, "%s gen=%d %s\n", l.Time.Format("15:04:05.000"), l.Generation, l.Text)
+		fmt.Fprintf(w, "%s gen=%d %s\n", l.Time.Format("15:04:05.000"), l.Generation, renderLine(l.Text))
 	}
 	if r.URL.Query().Get("follow") == "" {
 		lines, err := s.Logs(name, n)

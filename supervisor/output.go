@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"sort"
 	"strings"
@@ -78,6 +79,28 @@ func reemit(log hclog.Logger, line []byte) {
 		}
 	}
 	log.Info(string(line))
+}
+
+// renderLine makes a JSON log line readable for baton logs: "[WARN]
+// message key=value …"; other lines are returned as they are.
+func renderLine(line string) string {
+	if len(line) < 2 || line[0] != '{' {
+		return line
+	}
+	var m map[string]any
+	if json.Unmarshal([]byte(line), &m) != nil {
+		return line
+	}
+	level, msg, args, ok := structured(m)
+	if !ok {
+		return line
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s] %s", strings.ToUpper(level.String()), msg)
+	for i := 0; i+1 < len(args); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", args[i], args[i+1])
+	}
+	return b.String()
 }
 
 func structured(m map[string]any) (hclog.Level, string, []any, bool) {

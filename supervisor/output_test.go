@@ -56,3 +56,16 @@ func TestPumpLinesAndTail(t *testing.T) {
 		t.Fatalf("tail: %d lines, first %q", len(got), got[0])
 	}
 }
+
+func TestRenderLine(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"@level":"info","@message":"serving","@module":"orders","@timestamp":"x","addr":"127.0.0.1:8080"}`: `[INFO] serving addr=127.0.0.1:8080`,
+		`{"level":"error","msg":"boom","n":3}`: `[ERROR] boom n=3`,
+		`plain`:                                `plain`,
+		`{"x":1}`:                              `{"x":1}`,
+	} {
+		if got := renderLine(in); got != want {
+			t.Errorf("renderLine(%s): want %q, have %q", in, want, got)
+		}
+	}
+}
