@@ -30,6 +30,7 @@ type DrainError struct {
 	Pending int
 }
 
+// Error says how much the drain cut off.
 func (e *DrainError) Error() string {
 	var parts []string
 	if e.Requests > 0 {

@@ -71,18 +71,18 @@ const (
 // File is a parsed and validated config file. Relative paths in it have
 // been resolved against Dir, the directory that holds the file.
 type File struct {
-	Path     string // as given, for messages
-	Dir      string // absolute
-	Log      LogConfig
-	Watch    WatchConfig
-	Control  ControlConfig
-	Metrics  MetricsConfig
-	Programs []*Program // in file order
+	Path     string        // as given, for messages
+	Dir      string        // absolute
+	Log      LogConfig     // the log block
+	Watch    WatchConfig   // the top-level watch block
+	Control  ControlConfig // the control block
+	Metrics  MetricsConfig // the metrics block
+	Programs []*Program    // in file order
 }
 
 // ControlConfig is the control block: the socket of baton's CLI.
 type ControlConfig struct {
-	Enabled bool
+	Enabled bool   // false: no control socket
 	Socket  string // absolute path
 }
 
@@ -96,8 +96,8 @@ type MetricsConfig struct {
 // beyond MaxFiles is removed.
 type LogFile struct {
 	Path     string // absolute; "" for none
-	MaxSize  int64
-	MaxFiles int
+	MaxSize  int64  // bytes
+	MaxFiles int    // rotated files kept
 }
 
 // WatchConfig is the top-level watch block: what baton watches by itself.
@@ -110,28 +110,28 @@ type WatchConfig struct {
 
 // LogConfig is the log block: baton's own log.
 type LogConfig struct {
-	Level    string // trace, debug, info, warn, error
-	Format   string // text or json
-	LevelSet bool   // the file sets the level (baton dev otherwise keeps its own events quiet)
-	File     LogFile
+	Level    string  // trace, debug, info, warn, error
+	Format   string  // text or json
+	LevelSet bool    // the file sets the level (baton dev otherwise keeps its own events quiet)
+	File     LogFile // baton's own log file; none when File.Path is ""
 }
 
 // Program is a program block.
 type Program struct {
-	Name      string
-	Command   []string // Command[0] is absolute, or a bare name looked up in PATH at start
-	Dir       string   // absolute
-	Env       []string // KEY=VALUE, sorted, added to baton's environment
-	CleanEnv  bool     // start from an empty environment (but PATH) instead of baton's
-	User      string   // run as this user (baton must run as root)
-	Group     string   // and group; default the user's primary group
-	Log       LogFile  // the program's output goes to this file instead of baton's log
-	Listeners []Listener
-	Ready     ReadyConfig
-	Stop      StopConfig
-	Restart   RestartConfig
-	Watch     ProgramWatch
-	Build     *BuildConfig // nil without a build block
+	Name      string        // the block's label
+	Command   []string      // Command[0] is absolute, or a bare name looked up in PATH at start
+	Dir       string        // absolute
+	Env       []string      // KEY=VALUE, sorted, added to baton's environment
+	CleanEnv  bool          // start from an empty environment (but PATH) instead of baton's
+	User      string        // run as this user (baton must run as root)
+	Group     string        // and group; default the user's primary group
+	Log       LogFile       // the program's output goes to this file instead of baton's log
+	Listeners []Listener    // in file order: fds 3, 4, …
+	Ready     ReadyConfig   // the ready block
+	Stop      StopConfig    // the stop block
+	Restart   RestartConfig // the restart block
+	Watch     ProgramWatch  // the program's watch block
+	Build     *BuildConfig  // nil without a build block
 }
 
 // ProgramWatch is a program's watch block.
@@ -153,7 +153,7 @@ type BuildConfig struct {
 // Listener is a listener block: a socket baton opens once and passes to
 // every generation under Name.
 type Listener struct {
-	Name    string
+	Name    string // passed in LISTEN_FDNAMES
 	Address string // "host:port" or "unix:/absolute/path"
 }
 
@@ -169,25 +169,25 @@ func (l Listener) key(program string) string {
 
 // ReadyConfig is the ready block.
 type ReadyConfig struct {
-	Mode     string // ReadyNotify, ReadyHTTP or ReadyDelay
-	Timeout  time.Duration
-	Path     string // ReadyHTTP: the request path
-	Listener string // ReadyHTTP: the listener to send it to
-	Delay    time.Duration
+	Mode     string        // ReadyNotify, ReadyHTTP or ReadyDelay
+	Timeout  time.Duration // to become ready, from the start
+	Path     string        // ReadyHTTP: the request path
+	Listener string        // ReadyHTTP: the listener to send it to
+	Delay    time.Duration // ReadyDelay
 }
 
 // StopConfig is the stop block.
 type StopConfig struct {
-	Signal  syscall.Signal
-	Timeout time.Duration
+	Signal  syscall.Signal // sent to the process group
+	Timeout time.Duration  // then SIGKILL to the group
 }
 
 // RestartConfig is the restart block.
 type RestartConfig struct {
-	Policy     string
-	Backoff    time.Duration
-	MaxBackoff time.Duration
-	ResetAfter time.Duration
+	Policy     string        // RestartAlways, RestartOnFailure or RestartNever
+	Backoff    time.Duration // the first wait, doubled after each failure
+	MaxBackoff time.Duration // the longest wait
+	ResetAfter time.Duration // uptime after which the waits start over
 }
 
 // The raw HCL schema. No ",remain": an unknown attribute or block is an

@@ -31,23 +31,23 @@ import (
 // StatusReply is the body of GET /v1/status: the contract of
 // `baton status -json`.
 type StatusReply struct {
-	Programs []ProgramStatus `json:"programs"`
+	Programs []ProgramStatus `json:"programs"` // in config order
 }
 
 // ReloadRequest is the body of POST /v1/reload; no programs means all.
 type ReloadRequest struct {
-	Programs []string `json:"programs"`
+	Programs []string `json:"programs"` // names
 }
 
 // ReloadReply is the answer to POST /v1/reload.
 type ReloadReply struct {
-	Results []Result `json:"results"`
-	Error   string   `json:"error,omitempty"`
+	Results []Result `json:"results"`         // one per program handed over
+	Error   string   `json:"error,omitempty"` // the rollbacks, joined
 }
 
 // ErrorReply is the body of a failed request.
 type ErrorReply struct {
-	Error string `json:"error"`
+	Error string `json:"error"` // what went wrong, and what to do
 }
 
 // listenControl opens the control socket: mode 0600 in a directory of

@@ -20,9 +20,9 @@ const (
 
 // LogLine is one line of a program's output.
 type LogLine struct {
-	Time       time.Time `json:"time"`
-	Generation int       `json:"generation"`
-	Text       string    `json:"text"`
+	Time       time.Time `json:"time"`       // when baton read it
+	Generation int       `json:"generation"` // that wrote it
+	Text       string    `json:"text"`       // without its newline
 }
 
 // ring keeps a program's last output lines, bounded in lines and bytes,

@@ -90,12 +90,12 @@ type Stats struct {
 
 // ExitRecord describes a generation's end.
 type ExitRecord struct {
-	Generation int           `json:"generation"`
-	PID        int           `json:"pid"`
-	Code       int           `json:"code"`
-	Signal     string        `json:"signal,omitempty"`
-	At         time.Time     `json:"at"`
-	Uptime     time.Duration `json:"uptime_ns"`
+	Generation int           `json:"generation"`         // the generation that exited
+	PID        int           `json:"pid"`                // its process (and group)
+	Code       int           `json:"code"`               // exit status; -1 when a signal killed it
+	Signal     string        `json:"signal,omitempty"`   // the signal that killed it
+	At         time.Time     `json:"at"`                 // when it was reaped
+	Uptime     time.Duration `json:"uptime_ns"`          // from start to exit
 	Drain      time.Duration `json:"drain_ns,omitempty"` // from the stop signal to the exit
 	Killed     string        `json:"killed,omitempty"`   // why baton sent SIGKILL
 	Status     string        `json:"status,omitempty"`   // the last STATUS= it sent

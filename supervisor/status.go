@@ -7,7 +7,7 @@ import (
 // ProgramStatus is what Status reports about one program. Its JSON form is
 // the contract of `baton status -json`.
 type ProgramStatus struct {
-	Name string `json:"name"`
+	Name string `json:"name"` // the program block's label
 	// State is one of the State… constants.
 	State string `json:"state"`
 	// Generation and PID are the current generation's: the newest that
@@ -19,12 +19,12 @@ type ProgramStatus struct {
 	// its own; Handovers counts completed handovers.
 	Restarts  int            `json:"restarts"`
 	Handovers int            `json:"handovers"`
-	Rollbacks int            `json:"rollbacks"`
-	LastExit  *ExitRecord    `json:"last_exit"`
-	Pending   int            `json:"pending_generation,omitempty"` // starting, not ready yet
-	Draining  []int          `json:"draining_generations,omitempty"`
-	Listeners []ListenerInfo `json:"listeners"`
-	LastError string         `json:"last_error,omitempty"`
+	Rollbacks int            `json:"rollbacks"`                      // new generations that failed while another served
+	LastExit  *ExitRecord    `json:"last_exit"`                      // null until a generation exits
+	Pending   int            `json:"pending_generation,omitempty"`   // starting, not ready yet
+	Draining  []int          `json:"draining_generations,omitempty"` // old generations not exited yet
+	Listeners []ListenerInfo `json:"listeners"`                      // as bound
+	LastError string         `json:"last_error,omitempty"`           // the last failed start or handover
 	// RestartIn is the wait left before the next restart, in backoff.
 	RestartIn time.Duration `json:"restart_in_ns,omitempty"`
 	// Why the program is down and not restarted (StateExited).
@@ -34,7 +34,7 @@ type ProgramStatus struct {
 
 // ListenerInfo is one of a program's sockets.
 type ListenerInfo struct {
-	Name    string `json:"name"`
+	Name    string `json:"name"`    // the listener block's label
 	Address string `json:"address"` // as bound
 }
 

@@ -32,15 +32,16 @@ type Config struct {
 	// Console receives baton dev's human output, one line per cycle; nil
 	// for none. Color adds ANSI colours to it.
 	Console io.Writer
-	Color   bool
+	Color   bool // ANSI colours on Console
 }
 
 // ConfigError is a config file that does not validate. Its diagnostics
 // carry positions (config.hcl:4,3-15).
 type ConfigError struct {
-	Diags hcl.Diagnostics
+	Diags hcl.Diagnostics // errors and warnings
 }
 
+// Error lists the error diagnostics, one per line, with their positions.
 func (e *ConfigError) Error() string {
 	var b strings.Builder
 	b.WriteString("invalid config:")
@@ -115,9 +116,9 @@ type Supervisor struct {
 
 // Event is something that happened to a generation, for observers.
 type Event struct {
-	Program    string
+	Program    string // the program's name
 	What       string // "ready" or "exit"
-	Generation int
+	Generation int    // the generation it happened to
 }
 
 // New loads the config file and opens every listening socket. It returns
@@ -410,12 +411,12 @@ func (s *Supervisor) order() []string {
 // Result is the outcome of a handover, a start or a restart of one
 // program.
 type Result struct {
-	Program    string        `json:"program"`
-	Generation int           `json:"generation"` // the generation serving afterwards, 0 if none
-	ReadyIn    time.Duration `json:"ready_in_ns,omitempty"`
-	Unchanged  bool          `json:"unchanged,omitempty"` // nothing to hand over
-	Error      string        `json:"error,omitempty"`
-	Err        error         `json:"-"`
+	Program    string        `json:"program"`               // the program's name
+	Generation int           `json:"generation"`            // the generation serving afterwards, 0 if none
+	ReadyIn    time.Duration `json:"ready_in_ns,omitempty"` // from its start to READY
+	Unchanged  bool          `json:"unchanged,omitempty"`   // nothing to hand over
+	Error      string        `json:"error,omitempty"`       // Err, for JSON
+	Err        error         `json:"-"`                     // why it failed
 }
 
 func resultOf(name string, r handoverResult) Result {

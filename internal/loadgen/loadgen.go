@@ -48,20 +48,20 @@ type Config struct {
 // Sample is one request: when it started, relative to the load's start,
 // and how long it took.
 type Sample struct {
-	At      time.Duration
-	Latency time.Duration
-	OK      bool
+	At      time.Duration // since the load started
+	Latency time.Duration // until the whole response was read
+	OK      bool          // 2xx
 }
 
 // Result is what a load saw.
 type Result struct {
-	Requests int64
+	Requests int64            // sent, whatever their outcome
 	OK       int64            // 2xx responses
 	Failed   map[string]int64 // by kind: connect, write, read, timeout, status_NNN
 	// Acked holds the ids the server answered 202 for (POST only).
 	Acked    []string
-	Samples  []Sample
-	Elapsed  time.Duration
+	Samples  []Sample          // with Config.Samples, by start time
+	Elapsed  time.Duration     // from Start to Stop
 	Examples map[string]string // one error message per kind
 }
 

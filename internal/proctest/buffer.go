@@ -18,6 +18,7 @@ type Buffer struct {
 // NewBuffer returns an empty Buffer.
 func NewBuffer() *Buffer { return &Buffer{more: make(chan struct{})} }
 
+// Write appends p and wakes the waiters.
 func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	b.b.Write(p)

@@ -68,8 +68,8 @@ func SelfArgv(name string) (argv []string, env string) {
 
 // Proc is a started process whose combined output is collected.
 type Proc struct {
-	Cmd  *exec.Cmd
-	Out  *Buffer
+	Cmd  *exec.Cmd // started
+	Out  *Buffer   // stdout and stderr
 	t    testing.TB
 	done chan struct{}
 	err  error
