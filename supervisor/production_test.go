@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/baton-run/baton/internal/proctest"
 )
 
 // A serving generation killed with SIGKILL is restarted, and counted.
@@ -237,6 +239,24 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	h.stop()
+}
+
+// clean_env starts a program with PATH, its env and the protocol
+// variables only, not with baton's environment.
+func TestCleanEnv(t *testing.T) {
+	t.Setenv("BATON_TEST_INHERITED", "leaked")
+	h := newHarness(t, withEnv(fakeProgram("app", "serve", "clean_env = true"), "serve", `OWN = "kept"`))
+	h.waitEvent("app", "ready", 1)
+	env := proctest.Get(t, "http://"+h.sup.Addr("app", "http")+"/env")
+	for _, want := range []string{"OWN=kept\n", "PATH=", "BATON_PROGRAM=app\n", "BATON_GENERATION=1\n"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the environment lacks %q:\n%s", want, env)
+		}
+	}
+	if strings.Contains(env, "BATON_TEST_INHERITED") {
+		t.Errorf("baton's environment reached the program:\n%s", env)
 	}
 	h.stop()
 }
