@@ -2,8 +2,10 @@ package supervisor
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -67,5 +69,30 @@ func TestRenderLine(t *testing.T) {
 		if got := renderLine(in); got != want {
 			t.Errorf("renderLine(%s): want %q, have %q", in, want, got)
 		}
+	}
+}
+
+// binaryHash reads a binary again only when it changed: in place, or
+// replaced by another file.
+func TestBinaryHash_cachedUntilTheFileChanges(t *testing.T) {
+	path := t.TempDir() + "/bin"
+	os.WriteFile(path, []byte("one"), 0o755)
+	// File times tick with the kernel's clock, a few ms apart: back-date
+	// the first version so that the rewrite below is told apart.
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(path, old, old)
+	h1, _ := binaryHash(path)
+	if h2, _ := binaryHash(path); h2 != h1 {
+		t.Fatal("the same file hashed differently")
+	}
+	os.WriteFile(path, []byte("two"), 0o755) // same size, in place
+	h3, _ := binaryHash(path)
+	if h3 == h1 {
+		t.Fatal("a file written in place kept its old hash")
+	}
+	os.WriteFile(path+".new", []byte("six"), 0o755)
+	os.Rename(path+".new", path)
+	if h4, _ := binaryHash(path); h4 == h3 {
+		t.Fatal("a file renamed into place kept the old hash")
 	}
 }
