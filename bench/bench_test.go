@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The harness in a seconds-long smoke mode: it builds, runs every mode
+// and reports. Only behaviour is asserted, never a timing: the figures of
+// a busy CI machine mean nothing.
+
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds baton and examples/orders and runs them under load")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e, err := setup(ctx, testWriter{t}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.close()
+
+	t.Run("compare", func(t *testing.T) {
+		opt := options{Duration: 2 * time.Second, Handovers: 1, Clients: 4, Slice: time.Second}
+		var emitted []string
+		rs, err := compare(ctx, e, opt, func(r *scenarioResult) { emitted = append(emitted, r.Scenario) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if have, want := strings.Join(emitted, ","), "direct,naive,baton"; have != want {
+			t.Fatalf("want scenarios %s, have %s", want, have)
+		}
+		var out strings.Builder
+		printComparison(&out, rs)
+		t.Log("\n" + out.String())
+		for _, r := range rs {
+			if r.Requests == 0 || r.OK == 0 {
+				t.Errorf("%s: no request answered: %+v", r.Scenario, r)
+			}
+		}
+		b := rs[2]
+		if b.Handovers != 1 {
+			t.Errorf("baton: want 1 handover, have %d", b.Handovers)
+		}
+		if b.Acked == 0 || b.LostWrites != 0 {
+			t.Errorf("baton: want 0 lost writes of some acknowledged, have %d of %d", b.LostWrites, b.Acked)
+		}
+		if b.Baton == nil || b.Baton.RSSMiB == 0 || b.Baton.FDs == 0 || b.Baton.Goroutines == 0 {
+			t.Errorf("baton: want its RSS, fds and goroutines, have %+v", b.Baton)
+		}
+	})
+
+	t.Run("scale", func(t *testing.T) {
+		rs, err := scale(ctx, e, []int{2}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		printScale(&out, rs)
+		t.Log("\n" + out.String())
+		if r := rs[0]; r.Programs != 2 || r.One.N != 1 || r.All.N != 2 || r.ExitCode != 0 {
+			t.Errorf("want 1 single and 2 simultaneous handovers and exit 0, have %+v", r)
+		}
+	})
+
+	t.Run("soak", func(t *testing.T) {
+		r, err := soak(ctx, e, 3, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		printSoak(&out, r)
+		t.Log("\n" + out.String())
+		if r.Handovers != 3 || len(r.Samples) != 2 || r.LostWrites != 0 || r.Acked == 0 {
+			t.Errorf("want 3 handovers, 2 samples and 0 lost writes of some acknowledged, have %+v", r)
+		}
+	})
+}
+
+func TestCLI_usage(t *testing.T) {
+	for _, args := range [][]string{
+		{"-soak", "500"},
+		{"-duration", "10ms"},
+		{"-programs", "1,x", "-scale"},
+		{"-scenarios", "fast"},
+		{"-c", "0"},
+		{"-slice", "-1s"},
+		{"-runs", "0"},
+	} {
+		var stderr strings.Builder
+		if code := cli(context.Background(), args, io.Discard, &stderr); code != 2 {
+			t.Errorf("%q: want exit 2, have %d", args, code)
+		}
+		if !strings.Contains(stderr.String(), "bench: ") {
+			t.Errorf("%q: want a message, have %q", args, stderr.String())
+		}
+	}
+}
+
+func TestSoakFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want soakFlag
+	}{{"true", 1000}, {"false", 0}, {"42", 42}} {
+		var f soakFlag
+		if err := f.Set(tc.in); err != nil || f != tc.want {
+			t.Errorf("Set(%q): want %d, have %d (%v)", tc.in, tc.want, f, err)
+		}
+	}
+	var f soakFlag
+	if err := f.Set("0"); err == nil {
+		t.Error("Set(0): want an error")
+	}
+}
+
+func TestHandoversIn(t *testing.T) {
+	for _, tc := range []struct {
+		n, total int
+		want     string
+	}{
+		{10, 5, "0101010101"},
+		{1, 5, "5"},
+		{4, 2, "0101"},
+		{3, 6, "222"},
+		{5, 0, "00000"},
+	} {
+		var have strings.Builder
+		for i := 0; i < tc.n; i++ {
+			have.WriteString(strconv.Itoa(handoversIn(i, tc.n, tc.total)))
+		}
+		if have.String() != tc.want {
+			t.Errorf("%d handovers in %d turns: want %s, have %s", tc.total, tc.n, tc.want, have.String())
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var ds []time.Duration
+	for i := 1; i <= 100; i++ {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {1, time.Millisecond}} {
+		if have := percentile(ds, tc.p); have != tc.want {
+			t.Errorf("p%v: want %v, have %v", tc.p, tc.want, have)
+		}
+	}
+	if have := percentile(nil, 99); have != 0 {
+		t.Errorf("empty: want 0, have %v", have)
+	}
+}
+
+// testWriter sends the harness's progress lines to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w.t.Log(line)
+	}
+	return len(p), nil
+}

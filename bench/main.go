@@ -1,0 +1,237 @@
+// Command bench measures baton's handover against a naive stop-then-start
+// restart and against the example run directly without restarts, on the
+// same machine in one run, and prints what clients saw: requests, failures
+// by kind, acknowledged writes lost, throughput and latency, inside the
+// handover windows too. See BENCH.md for the method and the figures.
+//
+//	go run ./bench                                   direct, naive, baton; POST and GET
+//	go run ./bench -json -duration 10s -handovers 5  one JSON object per scenario
+//	go run ./bench -scale                            handover time with 1, 10, 50 programs
+//	go run ./bench -soak                             1,000 handovers in a row under load
+//
+// It builds baton and examples/orders from the module it runs in, and
+// sends its load to 127.0.0.1 only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// soakFlag is -soak: a number of handovers, 1000 when the flag stands
+// alone.
+type soakFlag int
+
+func (f *soakFlag) String() string { return strconv.Itoa(int(*f)) }
+
+func (f *soakFlag) Set(s string) error {
+	switch s {
+	case "true":
+		*f = 1000
+		return nil
+	case "false":
+		*f = 0
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return errors.New("want a number of handovers, as in -soak=1000")
+	}
+	*f = soakFlag(n)
+	return nil
+}
+
+func (f *soakFlag) IsBoolFlag() bool { return true }
+
+const usageText = `Usage: go run ./bench [flags]
+
+Builds baton and examples/orders, then loads the example from keep-alive
+clients (no retries) in three scenarios:
+
+  direct  the example alone, never restarted: the ceiling
+  naive   restarted by stop-then-start, as most reloaders do
+  baton   handed over by baton as many times
+
+and the same three with GET requests only (direct-get, naive-get,
+baton-get). The three of a request run side by side, the load taking
+turns of -slice on each, so that the machine's slow spells touch them
+alike. It prints requests, failures by kind, acknowledged writes lost
+from SQLite, requests/s and latencies, with ratios against direct.
+
+-scale and -soak run baton alone instead: handover time with many
+programs, and many handovers in a row.
+
+Flags:
+`
+
+func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
+	var opt options
+	fs.DurationVar(&opt.Duration, "duration", 10*time.Second, "how long each scenario runs under load")
+	fs.IntVar(&opt.Handovers, "handovers", 5, "restarts (naive) and handovers (baton) per scenario, evenly spaced; with -scale, rounds per program count")
+	fs.IntVar(&opt.Clients, "c", 16, "concurrent keep-alive `clients`")
+	fs.DurationVar(&opt.Slice, "slice", time.Second, "the load's turn on each scenario: the scenarios of a request run side by side, their loads interleaved (0: one after another, each in one piece)")
+	fs.IntVar(&opt.Runs, "runs", 1, "run every scenario this many times, with new processes, and pool the figures")
+	fs.BoolVar(&opt.Get, "get", true, "also run the GET-only variants")
+	asJSON := fs.Bool("json", false, "print one JSON object per line: per scenario, per -scale count, or the -soak result")
+	doScale := fs.Bool("scale", false, "instead of the scenarios: handover time with -programs programs under one baton")
+	programs := fs.String("programs", "1,10,50", "with -scale: the `counts` of programs, comma-separated")
+	var soakN soakFlag
+	fs.Var(&soakN, "soak", "instead of the scenarios: handovers in a row under load, sampling baton's fds, goroutines and RSS (-soak: 1000, -soak=N: N)")
+	only := fs.String("scenarios", "", "run only these `scenarios`, comma-separated (direct always runs: the others are measured against it)")
+	keep := fs.Bool("keep", false, "keep the work directory: configs, logs and databases")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected argument %q (a count for -soak is written -soak=N)\n", fs.Arg(0))
+		return 2
+	}
+	counts, err := parseCounts(*programs)
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "bench: -programs: %v\n", err)
+		return 2
+	case opt.Duration < time.Second:
+		fmt.Fprintln(stderr, "bench: -duration must be at least 1s")
+		return 2
+	case opt.Handovers < 0 || (*doScale && opt.Handovers < 1):
+		fmt.Fprintln(stderr, "bench: -handovers must be at least 0, and 1 with -scale")
+		return 2
+	case opt.Slice < 0:
+		fmt.Fprintln(stderr, "bench: -slice must not be negative")
+		return 2
+	case opt.Runs < 1:
+		fmt.Fprintln(stderr, "bench: -runs must be at least 1")
+		return 2
+	case opt.Clients < 1:
+		fmt.Fprintln(stderr, "bench: -c must be at least 1")
+		return 2
+	}
+
+	if *only != "" {
+		opt.Get = false // only if a GET scenario is named
+		for _, name := range strings.Split(*only, ",") {
+			name = strings.TrimSpace(name)
+			if !validScenario(name) {
+				fmt.Fprintf(stderr, "bench: -scenarios: no scenario %q\n", name)
+				return 2
+			}
+			opt.Only = append(opt.Only, name)
+			opt.Get = opt.Get || strings.HasSuffix(name, "-get")
+		}
+	}
+
+	e, err := setup(ctx, stderr, *keep)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	defer e.close()
+	m := thisMachine()
+	if *asJSON {
+		printMachine(stderr, m)
+	}
+
+	switch {
+	case *doScale || soakN > 0:
+		if *doScale {
+			var emit func(*scaleResult)
+			if *asJSON {
+				emit = func(r *scaleResult) { r.Machine = &m; emitJSON(stdout, r) }
+			}
+			rs, err := scale(ctx, e, counts, opt.Handovers, emit)
+			if err != nil {
+				return failed(ctx, stderr, err)
+			}
+			if !*asJSON {
+				printMachine(stdout, m)
+				fmt.Fprintf(stdout, "scale: %d rounds per count of programs, no load\n\n", opt.Handovers)
+				printScale(stdout, rs)
+			}
+		}
+		if soakN > 0 {
+			r, err := soak(ctx, e, int(soakN), opt.Clients)
+			if err != nil {
+				return failed(ctx, stderr, err)
+			}
+			if *asJSON {
+				r.Machine = &m
+				emitJSON(stdout, r)
+			} else {
+				printMachine(stdout, m)
+				fmt.Fprintln(stdout)
+				printSoak(stdout, r)
+			}
+		}
+	default:
+		var emit func(*scenarioResult)
+		if *asJSON {
+			printLoad(stderr, opt)
+			emit = func(r *scenarioResult) { r.Machine = &m; emitJSON(stdout, r) }
+		}
+		rs, err := compare(ctx, e, opt, emit)
+		if err != nil {
+			return failed(ctx, stderr, err)
+		}
+		if !*asJSON {
+			printMachine(stdout, m)
+			printLoad(stdout, opt)
+			printComparison(stdout, rs)
+		}
+	}
+	return 0
+}
+
+func failed(ctx context.Context, stderr io.Writer, err error) int {
+	if ctx.Err() != nil {
+		err = fmt.Errorf("interrupted: %w", err)
+	}
+	fmt.Fprintf(stderr, "bench: %v\n", err)
+	return 1
+}
+
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a count of programs", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func validScenario(name string) bool {
+	for _, sc := range scenarios(true) {
+		if sc.name == name {
+			return true
+		}
+	}
+	return false
+}
