@@ -42,17 +42,7 @@ type harness struct {
 }
 
 // fakeProgram returns a program block that runs fake child name.
-func fakeProgram(name, fake string, extra string) string {
-	argv, _ := proctest.SelfArgv(fake)
-	return fmt.Sprintf(`
-program %q {
-  command = [%q, %q]
-  env     = { BATON_TEST_CHILD = %q }
-  listener "http" { address = "127.0.0.1:0" }
-  %s
-}
-`, name, argv[0], argv[1], fake, extra)
-}
+func fakeProgram(name, fake, extra string) string { return fakes.Program(name, fake, extra) }
 
 func newHarness(t *testing.T, config string) *harness {
 	t.Helper()

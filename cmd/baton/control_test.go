@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,23 +11,14 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/baton-run/baton/internal/fakes"
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/proctest"
 	"github.com/baton-run/baton/supervisor"
 )
 
 // fakeBlock is a program block running a fake child of this test binary.
-func fakeBlock(name, fake, extra string) string {
-	argv, _ := proctest.SelfArgv(fake)
-	return fmt.Sprintf(`
-program %q {
-  command = [%q, %q]
-  env     = { BATON_TEST_CHILD = %q }
-  listener "http" { address = "127.0.0.1:0" }
-  %s
-}
-`, name, argv[0], argv[1], fake, extra)
-}
+func fakeBlock(name, fake, extra string) string { return fakes.Program(name, fake, extra) }
 
 // ctl runs a control command of the CLI in-process.
 func ctl(t *testing.T, args ...string) (int, string, string) {

@@ -201,3 +201,19 @@ func flood() int {
 	fmt.Fprintln(os.Stderr, "flood: done")
 	return 0
 }
+
+// Program returns a config.hcl program block called name that runs the
+// fake child fake of the test binary, on a port of its own, with extra
+// inside the block.
+func Program(name, fake, extra string) string {
+	argv, sel := proctest.SelfArgv(fake)
+	_, child, _ := strings.Cut(sel, "=")
+	return fmt.Sprintf(`
+program %q {
+  command = [%q, %q]
+  env     = { %s = %q }
+  listener "http" { address = "127.0.0.1:0" }
+  %s
+}
+`, name, argv[0], argv[1], proctest.EnvChild, child, extra)
+}
