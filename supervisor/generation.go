@@ -47,7 +47,6 @@ type generation struct {
 	stopAt     time.Time // when the stop signal was sent
 	killed     string    // why SIGKILL was sent, "" if it was not
 	status     string    // the last STATUS=
-	stopReason string
 }
 
 // processStatus describes how a process ended, for logs and status.

@@ -69,7 +69,7 @@ type program struct {
 	stopping       bool
 	killedStopping bool   // a generation was killed while the program stopped
 	exitedBy       string // StateExited: why
-	stats          Stats
+	stats          programStats
 	stopWait       []chan struct{}
 	awaitBuild     bool // baton dev: the first build has not produced a binary yet
 	paused         bool // stopped on request (Stop); Start resumes
@@ -77,15 +77,13 @@ type program struct {
 	lastKey        string // the key of the last generation started
 }
 
-// Stats are a program's counters and last events.
-type Stats struct {
-	Restarts  int            // restarts after the serving generation exited on its own
-	Handovers int            // completed handovers
-	Rollbacks int            // new generations that failed while another served
-	LastExit  *ExitRecord    // the last generation that exited
-	Started   time.Time      // when the current generation started
-	LastError string         // the last failed start or handover
-	Exits     map[string]int // generation exits by status ("exit status 0", "killed by SIGKILL")
+// programStats are a program's counters and last events.
+type programStats struct {
+	Restarts  int         // restarts after the serving generation exited on its own
+	Handovers int         // completed handovers
+	Rollbacks int         // new generations that failed while another served
+	LastExit  *ExitRecord // the last generation that exited
+	LastError string      // the last failed start or handover
 }
 
 // ExitRecord describes a generation's end.
@@ -155,7 +153,6 @@ func newProgram(sup *Supervisor, cfg *Program, socks []*socket) *program {
 		gens:   map[int]*generation{},
 		ring:   newRing(),
 		bad:    map[string]string{},
-		stats:  Stats{Exits: map[string]int{}},
 		// baton dev starts the program with its first good build.
 		awaitBuild: sup.building(cfg),
 	}
@@ -287,7 +284,7 @@ func (p *program) onPause(done chan struct{}) {
 		p.drop(q, ErrStopped)
 	}
 	for _, g := range p.gens {
-		p.stop(g, "stop")
+		p.stop(g)
 	}
 }
 
@@ -495,13 +492,12 @@ func (p *program) onReady(g *generation) {
 	}
 	old := p.current
 	p.current = g
-	p.stats.Started = g.started
 	readyIn := g.readyAt.Sub(g.started).Round(time.Millisecond)
 	if old != nil {
 		p.stats.Handovers++
 		p.sup.metrics.observeHandover(p.name, readyIn)
 		p.log.Info("handover: new generation ready, stopping the old one", "gen", g.n, "pid", g.pid, "ready_in", readyIn, "old_gen", old.n, "old_pid", old.pid)
-		p.stop(old, "handover")
+		p.stop(old)
 	} else {
 		p.log.Info("ready", "gen", g.n, "pid", g.pid, "ready_in", readyIn)
 	}
@@ -535,11 +531,11 @@ func (p *program) onDeadline(ev evDeadline) {
 }
 
 // stop sends the stop signal to g's process group and arms the kill timer.
-func (p *program) stop(g *generation, reason string) {
+func (p *program) stop(g *generation) {
 	if !g.stopAt.IsZero() {
 		return
 	}
-	g.stopAt, g.stopReason = time.Now(), reason
+	g.stopAt = time.Now()
 	p.timer(g, g.cfg.Stop.Timeout, "stop")
 	if err := g.signal(g.cfg.Stop.Signal); err != nil && !errors.Is(err, syscall.ESRCH) {
 		p.log.Warn("cannot signal the generation", "gen", g.n, "error", err)
@@ -582,7 +578,6 @@ func (p *program) onExit(g *generation, st processStatus) {
 		p.killedStopping = true
 	}
 	p.stats.LastExit = rec
-	p.stats.Exits[st.String()]++
 	p.sup.observe(p.name, "exit", g.n)
 
 	args := []any{"gen", g.n, "pid", g.pid, "status", st.String(), "uptime", rec.Uptime.Round(time.Millisecond)}
@@ -721,7 +716,7 @@ func (p *program) stopAll() {
 		p.drop(q, ErrStopping)
 	}
 	for _, g := range p.gens {
-		p.stop(g, "stop")
+		p.stop(g)
 	}
 }
 

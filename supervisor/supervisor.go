@@ -415,6 +415,7 @@ type Result struct {
 	Generation int           `json:"generation"`            // the generation serving afterwards, 0 if none
 	ReadyIn    time.Duration `json:"ready_in_ns,omitempty"` // from its start to READY
 	Unchanged  bool          `json:"unchanged,omitempty"`   // nothing to hand over
+	Stopped    bool          `json:"stopped,omitempty"`     // the program is stopped; its new config applies when it starts
 	Error      string        `json:"error,omitempty"`       // Err, for JSON
 	Err        error         `json:"-"`                     // why it failed
 }
@@ -425,7 +426,7 @@ func resultOf(name string, r handoverResult) Result {
 	case errors.Is(r.Err, ErrUnchanged):
 		res.Unchanged, res.Err = true, nil
 	case errors.Is(r.Err, ErrStopped):
-		res.Err = nil // a stopped program takes its new config when it starts
+		res.Stopped = true
 	}
 	if res.Err != nil {
 		res.Error = res.Err.Error()
@@ -583,7 +584,13 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = resultOf(j.p.name, j.p.request(j.h, posted))
+			r := resultOf(j.p.name, j.p.request(j.h, posted))
+			if r.Stopped {
+				// Not a failure of the reload: a stopped program takes
+				// its new config when it starts.
+				r.Err, r.Error = nil, ""
+			}
+			results[i] = r
 		}()
 	}
 	for range jobs {
@@ -610,10 +617,6 @@ func (s *Supervisor) Restart(name string) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %q", ErrNoProgram, name)
 	}
 	r := resultOf(name, p.request(&handover{reason: "restart requested", explicit: true}, nil))
-	if errors.Is(r.Err, ErrStopped) || (r.Err == nil && r.Generation == 0) {
-		r.Err = ErrStopped
-		r.Error = r.Err.Error()
-	}
 	return r, r.Err
 }
 

@@ -179,7 +179,7 @@ func printResult(stdout, stderr io.Writer, r supervisor.Result) bool {
 		return false
 	case r.Unchanged:
 		fmt.Fprintf(stdout, "%s: unchanged, gen %d serving\n", r.Program, r.Generation)
-	case r.Generation == 0:
+	case r.Stopped:
 		fmt.Fprintf(stdout, "%s: stopped; the new config applies when it starts\n", r.Program)
 	default:
 		fmt.Fprintf(stdout, "%s: gen %d serving (ready in %s)\n", r.Program, r.Generation, r.ReadyIn.Round(time.Millisecond))
