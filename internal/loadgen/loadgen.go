@@ -76,16 +76,20 @@ func (r *Result) FailedTotal() int64 {
 
 // Load is a running load.
 type Load struct {
-	cfg     Config
-	start   time.Time
-	cancel  context.CancelFunc
-	done    chan struct{}
-	sent    atomic.Int64
-	acked   atomic.Int64
-	failed  atomic.Int64
-	mu      sync.Mutex
-	clients []*client
-	res     *Result
+	cfg    Config
+	start  time.Time
+	cancel context.CancelFunc
+	done   chan struct{}
+	sent   atomic.Int64
+	acked  atomic.Int64
+	failed atomic.Int64
+
+	waitMu   sync.Mutex
+	waiters  []waiter // WaitAcked calls, woken by ack
+	nwaiters atomic.Int32
+	mu       sync.Mutex
+	clients  []*client
+	res      *Result
 }
 
 // Start begins the load; it runs until ctx is done, MaxRequests were sent
@@ -134,18 +138,59 @@ func (l *Load) Failures() int64 { return l.failed.Load() }
 // WaitAcked waits until n requests were answered 2xx, the load ended, or
 // timeout passed, and reports whether n was reached.
 func (l *Load) WaitAcked(n int64, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for l.acked.Load() < n {
-		if time.Now().After(deadline) {
-			return false
-		}
-		select {
-		case <-l.done:
-			return l.acked.Load() >= n
-		case <-time.After(5 * time.Millisecond): // polling a counter, not synchronising
+	reached := make(chan struct{})
+	l.waitMu.Lock()
+	if l.acked.Load() >= n {
+		l.waitMu.Unlock()
+		return true
+	}
+	l.waiters = append(l.waiters, waiter{n, reached})
+	l.nwaiters.Add(1)
+	l.waitMu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-reached:
+		return true
+	case <-l.done:
+	case <-t.C:
+	}
+	l.waitMu.Lock()
+	for i, w := range l.waiters {
+		if w.c == reached {
+			l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+			l.nwaiters.Add(-1)
+			break
 		}
 	}
-	return true
+	l.waitMu.Unlock()
+	return l.acked.Load() >= n
+}
+
+type waiter struct {
+	n int64
+	c chan struct{}
+}
+
+// ack counts a 2xx answer and wakes the waiters it satisfies; without
+// waiters it costs one atomic load more.
+func (l *Load) ack() {
+	n := l.acked.Add(1)
+	if l.nwaiters.Load() == 0 {
+		return
+	}
+	l.waitMu.Lock()
+	kept := l.waiters[:0]
+	for _, w := range l.waiters {
+		if n >= w.n {
+			close(w.c)
+			l.nwaiters.Add(-1)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	l.waiters = kept
+	l.waitMu.Unlock()
 }
 
 // Done is closed when every client has stopped.
@@ -218,7 +263,7 @@ func (c *client) run(ctx context.Context) {
 		ok := err == nil && status >= 200 && status < 300
 		if ok {
 			c.ok++
-			c.l.acked.Add(1)
+			c.l.ack()
 			if status == http.StatusAccepted && !c.l.cfg.Get {
 				c.acked = append(c.acked, id)
 			}
