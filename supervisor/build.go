@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/supervisor/config"
+
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -30,8 +32,8 @@ type builder struct {
 	wg   sync.WaitGroup
 
 	mu      sync.Mutex
-	base    *Program // the program as the config file declares it
-	changed []string // paths changed since the last build started
+	base    *config.Program // the program as the config file declares it
+	changed []string        // paths changed since the last build started
 	cancel  context.CancelFunc
 	seq     int
 	good    string   // the binary of the serving generation
@@ -39,7 +41,7 @@ type builder struct {
 	started bool     // the first handover was requested
 }
 
-func newBuilder(sup *Supervisor, base *Program) *builder {
+func newBuilder(sup *Supervisor, base *config.Program) *builder {
 	return &builder{sup: sup, name: base.Name, log: sup.log.With("program", base.Name), kick: make(chan struct{}, 1), base: base}
 }
 
@@ -59,7 +61,7 @@ func (b *builder) trigger(changed []string) {
 }
 
 // setBase takes a reloaded config; a changed build block means a rebuild.
-func (b *builder) setBase(p *Program) {
+func (b *builder) setBase(p *config.Program) {
 	b.mu.Lock()
 	rebuild := fmt.Sprintf("%+v", *b.base.Build) != fmt.Sprintf("%+v", *p.Build)
 	b.base = p
@@ -71,20 +73,13 @@ func (b *builder) setBase(p *Program) {
 
 // runConfig returns the program's config for the current good binary, or
 // nil when no build succeeded yet.
-func (b *builder) runConfig() *Program {
+func (b *builder) runConfig() *config.Program {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.good == "" {
 		return nil
 	}
-	return b.base.withBinary(b.good)
-}
-
-// withBinary returns a copy of p that runs binary.
-func (p *Program) withBinary(binary string) *Program {
-	c := *p
-	c.Command = append([]string{binary}, p.Command[1:]...)
-	return &c
+	return b.base.WithBinary(b.good)
 }
 
 // run builds when asked until ctx ends; the first build starts at once.
@@ -106,7 +101,7 @@ func (b *builder) run(ctx context.Context) {
 		b.cancel = cancel
 		b.mu.Unlock()
 
-		output := filepath.Join(b.sup.dir, DefaultBuildDir, b.name, strconv.Itoa(n), filepath.Base(base.Command[0]))
+		output := filepath.Join(b.sup.dir, config.DefaultBuildDir, b.name, strconv.Itoa(n), filepath.Base(base.Command[0]))
 		if n == 1 {
 			b.sup.console.cycle(b.name, nil, true, "building (a first build compiles every dependency: it can take a minute)", "")
 		}
@@ -159,14 +154,14 @@ func (b *builder) serving() string {
 	return "nothing serves yet: fix the build"
 }
 
-// build runs the build command with output in place of OutputToken.
-func (b *builder) build(ctx context.Context, bc *BuildConfig, output string) ([]byte, error) {
+// build runs the build command with output in place of config.OutputToken.
+func (b *builder) build(ctx context.Context, bc *config.BuildConfig, output string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(output), 0o755); err != nil {
 		return nil, err
 	}
 	argv := make([]string, len(bc.Command))
 	for i, a := range bc.Command {
-		argv[i] = strings.ReplaceAll(a, OutputToken, output)
+		argv[i] = strings.ReplaceAll(a, config.OutputToken, output)
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = bc.Dir
@@ -182,18 +177,18 @@ func (b *builder) build(ctx context.Context, bc *BuildConfig, output string) ([]
 		return out, fmt.Errorf("%s: %w", argv[0], err)
 	}
 	if st, err := os.Stat(output); err != nil || st.IsDir() {
-		return out, fmt.Errorf("the build succeeded but wrote no binary to %s (%s)", output, OutputToken)
+		return out, fmt.Errorf("the build succeeded but wrote no binary to %s (%s)", output, config.OutputToken)
 	}
 	return out, nil
 }
 
 // handover hands the program over to a built binary and reports the cycle.
-func (b *builder) handover(changed []string, took time.Duration, output string, base *Program, first bool) {
+func (b *builder) handover(changed []string, took time.Duration, output string, base *config.Program, first bool) {
 	p := b.sup.program(b.name)
 	if p == nil {
 		return
 	}
-	cfg := base.withBinary(output)
+	cfg := base.WithBinary(output)
 	socks, err := b.sup.sockets.acquireAll(b.name, cfg.Listeners)
 	if err != nil {
 		b.sup.console.cycle(b.name, changed, false, fmt.Sprintf("built in %s; cannot open the listeners: %v", round(took), err), "")
@@ -250,7 +245,7 @@ func (b *builder) forget(output string) {
 // cleanup removes every binary the builder wrote; the programs have
 // stopped.
 func (b *builder) cleanup() {
-	os.RemoveAll(filepath.Join(b.sup.dir, DefaultBuildDir, b.name))
+	os.RemoveAll(filepath.Join(b.sup.dir, config.DefaultBuildDir, b.name))
 }
 
 func round(d time.Duration) string {

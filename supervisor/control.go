@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/baton-run/baton/supervisor/config"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
@@ -143,7 +144,7 @@ func (s *Supervisor) controlHandler() http.Handler {
 			}
 		}
 		results, err := s.Reload(s.runCtx, true, "baton reload", req.Programs...)
-		var cerr *ConfigError
+		var cerr *config.Error
 		switch {
 		case errors.As(err, &cerr) || (err != nil && results == nil):
 			writeJSON(w, http.StatusUnprocessableEntity, ErrorReply{err.Error()})

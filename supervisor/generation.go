@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/supervisor/config"
+
 	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/hashicorp/go-hclog"
@@ -26,7 +28,7 @@ import (
 // goroutine.
 type generation struct {
 	n       int
-	cfg     *Program
+	cfg     *config.Program
 	pid     int
 	cmd     *exec.Cmd
 	started time.Time
@@ -70,7 +72,7 @@ func statusOf(st *os.ProcessState) processStatus {
 	}
 	ws := st.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
-		return processStatus{Code: -1, Signal: SignalName(ws.Signal())}
+		return processStatus{Code: -1, Signal: config.SignalName(ws.Signal())}
 	}
 	return processStatus{Code: ws.ExitStatus()}
 }
@@ -79,7 +81,7 @@ func statusOf(st *os.ProcessState) processStatus {
 type spawnSpec struct {
 	program string
 	n       int
-	cfg     *Program
+	cfg     *config.Program
 	path    string // from executable
 	key     string // from executable
 	sockets []*socket
@@ -93,7 +95,7 @@ type spawnSpec struct {
 // resolveCommand finds the executable: a bare name in PATH (the program's
 // own PATH when its env sets one), anything else as the absolute path the
 // config resolved.
-func resolveCommand(cfg *Program) (string, error) {
+func resolveCommand(cfg *config.Program) (string, error) {
 	name := cfg.Command[0]
 	if strings.Contains(name, "/") {
 		return name, nil
@@ -133,7 +135,7 @@ func fileHash(path string) (string, error) {
 // executable checks the program's command and working directory and
 // returns the path to exec and the generation key: the binary's content
 // hash and the config's fingerprint.
-func executable(cfg *Program) (path, key string, err error) {
+func executable(cfg *config.Program) (path, key string, err error) {
 	path, err = resolveCommand(cfg)
 	if err != nil {
 		return "", "", err
@@ -154,7 +156,7 @@ func executable(cfg *Program) (path, key string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("read %s: %w", path, err)
 	}
-	return path, hash + "/" + cfg.fingerprint(), nil
+	return path, hash + "/" + cfg.WithBinary("").Fingerprint(), nil
 }
 
 // hashes remembers the content hash of binaries by path and file identity
@@ -318,14 +320,4 @@ func (g *generation) wait() processStatus {
 // signal sends sig to the generation's process group.
 func (g *generation) signal(sig syscall.Signal) error {
 	return syscall.Kill(-g.pid, sig)
-}
-
-// fingerprint identifies a program's configuration, to tell whether a
-// reload changed it. The executable's path is left out: the generation key
-// holds the binary's content, and baton dev gives each build a new path.
-func (p *Program) fingerprint() string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%q %q %q %v %+v %+v %+v %v %q %q %+v", p.Command[1:], p.Dir, p.Env, p.Listeners, p.Ready, p.Stop, p.Restart,
-		p.CleanEnv, p.User, p.Group, p.Log)
-	return hex.EncodeToString(h.Sum(nil))[:16]
 }

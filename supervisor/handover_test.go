@@ -14,6 +14,7 @@ import (
 
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/supervisor/config"
 )
 
 func TestRun_serveThenStop(t *testing.T) {
@@ -360,7 +361,7 @@ func TestReload_invalidConfigChangesNothing(t *testing.T) {
 	first := h.status("app").PID
 	h.write(fakeProgram("app", "serve", `stop { timeout = "forever" }`))
 	_, err := h.sup.Reload(context.Background(), true, "test")
-	var cerr *ConfigError
+	var cerr *config.Error
 	if !errors.As(err, &cerr) || !strings.Contains(err.Error(), `config.hcl:6,20-29: Invalid duration`) {
 		t.Fatalf("Reload: want a positioned ConfigError, have %v", err)
 	}

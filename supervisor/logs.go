@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/baton-run/baton/supervisor/config"
 )
 
 // Bounds of a program's in-memory log, behind baton logs.
@@ -99,7 +101,7 @@ func (r *ring) follow(n int) (backlog []LogLine, c <-chan LogLine, stop func() i
 // → file.MaxFiles, the oldest removed).
 type rotatingFile struct {
 	mu   sync.Mutex
-	cfg  LogFile
+	cfg  config.LogFile
 	f    *os.File
 	size int64
 }
@@ -175,7 +177,7 @@ type logFiles struct {
 	files map[string]*rotatingFile
 }
 
-func (l *logFiles) get(cfg LogFile) *rotatingFile {
+func (l *logFiles) get(cfg config.LogFile) *rotatingFile {
 	if cfg.Path == "" {
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/supervisor/config"
 )
 
 // A serving generation killed with SIGKILL is restarted, and counted.
@@ -143,7 +144,7 @@ func TestReload_oneOfTwoPrograms(t *testing.T) {
 func TestControl_socket(t *testing.T) {
 	h := newHarness(t, fakeProgram("app", "serve", ""))
 	h.waitEvent("app", "ready", 1)
-	sock := filepath.Join(h.dir, DefaultControlSocket)
+	sock := filepath.Join(h.dir, config.DefaultControlSocket)
 	st, err := os.Stat(sock)
 	if err != nil || st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket: %v %v", st.Mode(), err)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/supervisor/config"
+
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/hashicorp/go-hclog"
 )
@@ -52,7 +54,7 @@ type program struct {
 	quit   chan struct{} // closed when run returns
 
 	// loop-owned
-	cfg            *Program
+	cfg            *config.Program
 	socks          []*socket // the sockets of cfg, held for it
 	gens           map[int]*generation
 	current        *generation // the newest that became ready and still runs
@@ -101,8 +103,8 @@ type ExitRecord struct {
 
 type handover struct {
 	reason   string
-	explicit bool     // SIGHUP, reload, restart: always tried
-	cfg      *Program // the config to start with; nil keeps the current
+	explicit bool            // SIGHUP, reload, restart: always tried
+	cfg      *config.Program // the config to start with; nil keeps the current
 	socks    []*socket
 	replies  []chan handoverResult
 }
@@ -140,7 +142,7 @@ type (
 	evResume  struct{ h *handover }
 )
 
-func newProgram(sup *Supervisor, cfg *Program, socks []*socket) *program {
+func newProgram(sup *Supervisor, cfg *config.Program, socks []*socket) *program {
 	return &program{
 		sup:    sup,
 		name:   cfg.Name,
@@ -390,9 +392,9 @@ func (p *program) begin(h *handover) {
 	)
 	p.timer(g, cfg.Ready.Timeout, "start")
 	switch cfg.Ready.Mode {
-	case ReadyDelay:
+	case config.ReadyDelay:
 		time.AfterFunc(cfg.Ready.Delay, func() { p.post(evReady{g}) })
-	case ReadyHTTP:
+	case config.ReadyHTTP:
 		go p.probe(g)
 	}
 }
@@ -526,7 +528,7 @@ func (p *program) onDeadline(ev evDeadline) {
 			p.kill(g, fmt.Sprintf("not ready within %v", g.cfg.Ready.Timeout))
 		}
 	case "stop":
-		p.kill(g, fmt.Sprintf("still running %v after %s", g.cfg.Stop.Timeout, SignalName(g.cfg.Stop.Signal)))
+		p.kill(g, fmt.Sprintf("still running %v after %s", g.cfg.Stop.Timeout, config.SignalName(g.cfg.Stop.Signal)))
 	}
 }
 
@@ -667,9 +669,9 @@ func (p *program) restart(rec *ExitRecord, st processStatus) {
 	}
 	pol := p.cfg.Restart
 	switch {
-	case pol.Policy == RestartNever:
+	case pol.Policy == config.RestartNever:
 		p.exitedBy = "restart policy \"never\""
-	case pol.Policy == RestartOnFailure && st.clean():
+	case pol.Policy == config.RestartOnFailure && st.clean():
 		p.exitedBy = "exit status 0 and restart policy \"on-failure\""
 	}
 	if p.exitedBy != "" {
@@ -692,7 +694,7 @@ func (p *program) restart(rec *ExitRecord, st processStatus) {
 // backoff is the wait before restart number n (1, 2, …): the backoff
 // doubled each time, capped at max_backoff, less up to 20 % of jitter so
 // that programs that failed together do not restart together.
-func backoff(pol RestartConfig, n int, jitter float64) time.Duration {
+func backoff(pol config.RestartConfig, n int, jitter float64) time.Duration {
 	d := pol.Backoff
 	for i := 1; i < n && d < pol.MaxBackoff; i++ {
 		d *= 2

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/supervisor/config"
 )
 
 // An editor-style save of the config file (write a temporary file, rename
@@ -114,8 +115,8 @@ program "app" {
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, DefaultBuildDir)); err == nil {
-		entries, _ := os.ReadDir(filepath.Join(dir, DefaultBuildDir, "app"))
+	if _, err := os.Stat(filepath.Join(dir, config.DefaultBuildDir)); err == nil {
+		entries, _ := os.ReadDir(filepath.Join(dir, config.DefaultBuildDir, "app"))
 		if len(entries) > 0 {
 			t.Fatalf("build outputs left behind: %v", entries)
 		}

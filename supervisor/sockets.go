@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/baton-run/baton/supervisor/config"
 )
 
 // socket is a listening socket owned by the supervisor and passed to every
@@ -68,7 +70,7 @@ func (t *sockets) acquire(key, address string) (*socket, error) {
 
 // acquireInherited returns the socket systemd passed to baton for the
 // listener, named "program.listener" or "listener", or nil.
-func (t *sockets) acquireInherited(program string, l Listener) *socket {
+func (t *sockets) acquireInherited(program string, l config.Listener) *socket {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, name := range []string{program + "." + l.Name, l.Name} {
@@ -107,14 +109,14 @@ func boundAddr(f *os.File) string {
 
 // acquireAll acquires the sockets of program's listeners ls, in order; on
 // error it releases what it took.
-func (t *sockets) acquireAll(program string, ls []Listener) ([]*socket, error) {
+func (t *sockets) acquireAll(program string, ls []config.Listener) ([]*socket, error) {
 	var out []*socket
 	for _, l := range ls {
 		if s := t.acquireInherited(program, l); s != nil {
 			out = append(out, s)
 			continue
 		}
-		s, err := t.acquire(l.key(program), l.Address)
+		s, err := t.acquire(l.Key(program), l.Address)
 		if err != nil {
 			t.releaseAll(out)
 			return nil, fmt.Errorf("listener %q: %w", l.Name, err)

@@ -13,13 +13,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-run/baton/supervisor/config"
+
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/hcl/v2"
 )
 
 // Config configures a Supervisor.
 type Config struct {
-	// File is the path of the config file. Default DefaultConfigFile.
+	// File is the path of the config file. Default config.DefaultConfigFile.
 	File string
 	// Logger receives baton's events and the programs' output. Default: a
 	// logger named "baton" on LogOutput, with the file's log block.
@@ -33,37 +34,6 @@ type Config struct {
 	// for none. Color adds ANSI colours to it.
 	Console io.Writer
 	Color   bool // ANSI colours on Console
-}
-
-// ConfigError is a config file that does not validate. Its diagnostics
-// carry positions (config.hcl:4,3-15).
-type ConfigError struct {
-	Diags hcl.Diagnostics // errors and warnings
-}
-
-// Error lists the error diagnostics, one per line, with their positions.
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	b.WriteString("invalid config:")
-	for _, d := range e.Diags {
-		if d.Severity == hcl.DiagError {
-			b.WriteString("\n  " + FormatDiagnostic(d))
-		}
-	}
-	return b.String()
-}
-
-// FormatDiagnostic renders a diagnostic as "file:line,col-col: summary;
-// detail", the form editors and CI logs link.
-func FormatDiagnostic(d *hcl.Diagnostic) string {
-	msg := d.Summary
-	if d.Detail != "" {
-		msg += "; " + d.Detail
-	}
-	if d.Subject != nil {
-		return d.Subject.String() + ": " + msg
-	}
-	return msg
 }
 
 // ErrKilled is returned by Run when a child had to be killed with SIGKILL
@@ -91,7 +61,7 @@ type Supervisor struct {
 	baseEnv  []string
 
 	mu       sync.Mutex
-	file     *File
+	file     *config.File
 	programs map[string]*program
 	loops    sync.WaitGroup
 	running  bool
@@ -126,11 +96,11 @@ type Event struct {
 // listener when a socket cannot be opened; nothing is left open then.
 func New(cfg Config) (*Supervisor, error) {
 	if cfg.File == "" {
-		cfg.File = DefaultConfigFile
+		cfg.File = config.DefaultConfigFile
 	}
-	file, diags := LoadFile(cfg.File)
+	file, diags := config.Load(cfg.File)
 	if diags.HasErrors() {
-		return nil, &ConfigError{Diags: diags}
+		return nil, &config.Error{Diags: diags}
 	}
 	var err error
 	s := &Supervisor{
@@ -164,7 +134,7 @@ func New(cfg Config) (*Supervisor, error) {
 		s.outLog = s.log.Named("program")
 	}
 	for _, d := range diags {
-		s.log.Warn(FormatDiagnostic(d))
+		s.log.Warn(config.FormatDiagnostic(d))
 	}
 	if s.systemd, err = takeSystemd(s.sockets); err != nil {
 		return nil, err
@@ -229,7 +199,7 @@ func New(cfg Config) (*Supervisor, error) {
 // devLevel is the level of baton's own events: baton dev keeps them to
 // warnings unless the config file sets a level, so that the terminal
 // shows the cycles and the programs' output.
-func (s *Supervisor) devLevel(level hclog.Level, f *File) hclog.Level {
+func (s *Supervisor) devLevel(level hclog.Level, f *config.File) hclog.Level {
 	if s.cfg.Dev && !f.Log.LevelSet && level < hclog.Warn {
 		return hclog.Warn
 	}
@@ -237,7 +207,7 @@ func (s *Supervisor) devLevel(level hclog.Level, f *File) hclog.Level {
 }
 
 // building reports whether p is built by baton dev.
-func (s *Supervisor) building(p *Program) bool {
+func (s *Supervisor) building(p *config.Program) bool {
 	return s.cfg.Dev && p.Build != nil
 }
 
@@ -247,7 +217,7 @@ func cleanEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
-		if reservedEnv(k) {
+		if config.ReservedEnv(k) {
 			continue
 		}
 		out = append(out, kv)
@@ -312,8 +282,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.serveMetrics(s.metricsLn)
 		}()
 	}
+	names := strings.Join(s.order(), ",")
 	s.mu.Unlock()
-	s.log.Info("baton started", "config", s.cfg.File, "programs", strings.Join(s.order(), ","), "pid", os.Getpid())
+	s.log.Info("baton started", "config", s.cfg.File, "programs", names, "pid", os.Getpid())
 
 	select {
 	case <-ctx.Done():
@@ -458,19 +429,19 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 		s.systemd.reloading()
 		defer s.systemd.reloaded()
 	}
-	file, diags := LoadFile(s.cfg.File)
+	file, diags := config.Load(s.cfg.File)
 	if diags.HasErrors() {
 		s.log.Error("config not applied; every program keeps running as it was", "reason", reason)
 		for _, d := range diags {
-			s.log.Error(FormatDiagnostic(d))
+			s.log.Error(config.FormatDiagnostic(d))
 		}
-		return nil, &ConfigError{Diags: diags}
+		return nil, &config.Error{Diags: diags}
 	}
 	for _, d := range diags {
-		s.log.Warn(FormatDiagnostic(d))
+		s.log.Warn(config.FormatDiagnostic(d))
 	}
 	for _, n := range names {
-		if !file.has(n) {
+		if file.Program(n) == nil {
 			return nil, fmt.Errorf("no program named %q in %s", n, s.cfg.File)
 		}
 	}
@@ -545,7 +516,7 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 	}
 	if len(names) == 0 {
 		for name, p := range s.programs {
-			if !file.has(name) {
+			if file.Program(name) == nil {
 				delete(s.programs, name)
 				delete(s.builders, name)
 				removed = append(removed, p)
@@ -681,15 +652,6 @@ func (s *Supervisor) Follow(name string, n int) (backlog []LogLine, lines <-chan
 	}
 	backlog, lines, stop = p.ring.follow(n)
 	return backlog, lines, stop, nil
-}
-
-func (f *File) has(name string) bool {
-	for _, p := range f.Programs {
-		if p.Name == name {
-			return true
-		}
-	}
-	return false
 }
 
 func contains(list []string, s string) bool {

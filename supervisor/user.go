@@ -1,51 +1,27 @@
 package supervisor
 
 import (
-	"fmt"
-	"os/user"
 	"strconv"
 	"syscall"
+
+	"github.com/baton-run/baton/supervisor/config"
 )
-
-func lookupUser(name string) (*user.User, error) {
-	if u, err := user.Lookup(name); err == nil {
-		return u, nil
-	}
-	if _, err := strconv.Atoi(name); err == nil {
-		if u, err := user.LookupId(name); err == nil {
-			return u, nil
-		}
-	}
-	return nil, fmt.Errorf("no user %q on this system", name)
-}
-
-func lookupGroup(name string) (*user.Group, error) {
-	if g, err := user.LookupGroup(name); err == nil {
-		return g, nil
-	}
-	if _, err := strconv.Atoi(name); err == nil {
-		if g, err := user.LookupGroupId(name); err == nil {
-			return g, nil
-		}
-	}
-	return nil, fmt.Errorf("no group %q on this system", name)
-}
 
 // credential returns the credential to drop privileges to before exec: the
 // user, the group (default: the user's primary group) and the user's
 // supplementary groups. It returns nil when the program sets no user.
-func credential(p *Program) (*syscall.Credential, error) {
+func credential(p *config.Program) (*syscall.Credential, error) {
 	if p.User == "" {
 		return nil, nil
 	}
-	u, err := lookupUser(p.User)
+	u, err := config.LookupUser(p.User)
 	if err != nil {
 		return nil, err
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
 	if p.Group != "" {
-		g, err := lookupGroup(p.Group)
+		g, err := config.LookupGroup(p.Group)
 		if err != nil {
 			return nil, err
 		}

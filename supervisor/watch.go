@@ -15,6 +15,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
+// skippedDirs are directories never watched for source changes.
+var skippedDirs = []string{".git", ".hg", ".svn", "node_modules", "vendor", ".baton"}
+
 // watchTarget is a file or a directory tree whose change baton acts on.
 type watchTarget struct {
 	path     string   // absolute

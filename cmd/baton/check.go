@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/baton-run/baton/supervisor"
+	"github.com/baton-run/baton/supervisor/config"
 	"github.com/hashicorp/hcl/v2"
 )
 
@@ -15,17 +15,17 @@ Exit status 1 when the file has errors; warnings alone exit 0.`
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", "[-config FILE]", checkDesc, stderr)
-	file := fs.String("config", supervisor.DefaultConfigFile, "the config `FILE`")
+	file := fs.String("config", config.DefaultConfigFile, "the config `FILE`")
 	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
-	f, diags := supervisor.LoadFile(*file)
+	f, diags := config.Load(*file)
 	for _, d := range diags {
 		kind := "error"
 		if d.Severity == hcl.DiagWarning {
 			kind = "warning"
 		}
-		fmt.Fprintf(stderr, "%s: %s\n", kind, supervisor.FormatDiagnostic(d))
+		fmt.Fprintf(stderr, "%s: %s\n", kind, config.FormatDiagnostic(d))
 	}
 	if diags.HasErrors() {
 		return exitError
@@ -41,6 +41,6 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func signalName(p *supervisor.Program) string {
-	return supervisor.SignalName(p.Stop.Signal)
+func signalName(p *config.Program) string {
+	return config.SignalName(p.Stop.Signal)
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/baton-run/baton/supervisor"
+	"github.com/baton-run/baton/supervisor/config"
 )
 
 // client talks to a running baton over its control socket.
@@ -30,16 +31,16 @@ type client struct {
 // the socket: -socket, else the config file's control block, else the
 // default path next to the config file.
 func controlFlags(fs *flag.FlagSet) func() *client {
-	file := fs.String("config", supervisor.DefaultConfigFile, "find the control socket from this config `FILE`")
+	file := fs.String("config", config.DefaultConfigFile, "find the control socket from this config `FILE`")
 	socket := fs.String("socket", "", "the control socket `PATH` (overrides -config)")
 	return func() *client {
 		path := *socket
 		if path == "" {
-			if f, diags := supervisor.LoadFile(*file); !diags.HasErrors() {
+			if f, diags := config.Load(*file); !diags.HasErrors() {
 				path = f.Control.Socket
 			} else {
 				abs, _ := filepath.Abs(*file)
-				path = filepath.Join(filepath.Dir(abs), supervisor.DefaultControlSocket)
+				path = filepath.Join(filepath.Dir(abs), config.DefaultControlSocket)
 			}
 		}
 		return &client{socket: path, http: &http.Client{Transport: &http.Transport{

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/baton-run/baton/supervisor"
+	"github.com/baton-run/baton/supervisor/config"
 )
 
 const devDesc = `
@@ -24,7 +25,7 @@ Signals are those of baton run.`
 
 func cmdDev(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("dev", "[-config FILE]", devDesc, stderr)
-	file := fs.String("config", supervisor.DefaultConfigFile, "the config `FILE`")
+	file := fs.String("config", config.DefaultConfigFile, "the config `FILE`")
 	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/baton-run/baton/supervisor"
+	"github.com/baton-run/baton/supervisor/config"
 )
 
 const runDesc = `
@@ -30,7 +31,7 @@ a child had to be killed, 1 when the config or a socket failed.`
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", "[-config FILE]", runDesc, stderr)
-	file := fs.String("config", supervisor.DefaultConfigFile, "the config `FILE`")
+	file := fs.String("config", config.DefaultConfigFile, "the config `FILE`")
 	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}

@@ -64,6 +64,14 @@ var Children = map[string]func() int{
 		signal.Ignore(syscall.SIGTERM)
 		return fakeServe(child.Config{Signals: []os.Signal{syscall.SIGUSR2}})
 	},
+	// mute-ignore-term: speaks no notify protocol and ignores SIGTERM;
+	// only SIGKILL ends it. Readiness is a delay or an HTTP check.
+	"mute-ignore-term": func() int {
+		os.Unsetenv("NOTIFY_SOCKET")
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("fake: ignoring SIGTERM")
+		return fakeServe(child.Config{Signals: []os.Signal{syscall.SIGUSR2}})
+	},
 	// http-only: speaks no notify protocol; readiness is an HTTP check.
 	// It serves after FAKE_DELAY.
 	"http-only": func() int {

@@ -1,4 +1,4 @@
-package supervisor
+package config
 
 import (
 	"strings"
@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-func TestParseConfig_defaults(t *testing.T) {
-	f, diags := ParseConfig([]byte(`
+func TestParse_defaults(t *testing.T) {
+	f, diags := Parse([]byte(`
 program "web" {
   command = ["./bin/web", "-v"]
   listener "http" { address = "localhost:8080" }
@@ -39,8 +39,8 @@ program "web" {
 	}
 }
 
-func TestParseConfig_everything(t *testing.T) {
-	f, diags := ParseConfig([]byte(`
+func TestParse_everything(t *testing.T) {
+	f, diags := Parse([]byte(`
 log {
   level  = "debug"
   format = "json"
@@ -83,7 +83,7 @@ program "web" {
 }
 
 // Every invalid value is a diagnostic with its position.
-func TestParseConfig_errorsHavePositions(t *testing.T) {
+func TestParse_errorsHavePositions(t *testing.T) {
 	const prog = "program \"web\" {\n  command = [\"./web\"]\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n"
 	for _, tc := range []struct {
 		name string
@@ -116,7 +116,7 @@ func TestParseConfig_errorsHavePositions(t *testing.T) {
 		{"wrong type", prog + "  stop { timeout = 30 }\n}\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, diags := ParseConfig([]byte(tc.src), "config.hcl", "/srv")
+			_, diags := Parse([]byte(tc.src), "config.hcl", "/srv")
 			if !diags.HasErrors() {
 				t.Fatal("want an error, have none")
 			}
@@ -134,26 +134,5 @@ func TestParseConfig_errorsHavePositions(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestBackoff_growsAndIsCapped(t *testing.T) {
-	pol := RestartConfig{Backoff: time.Second, MaxBackoff: 10 * time.Second}
-	prev := time.Duration(0)
-	for n := 1; n <= 8; n++ {
-		lo, hi := backoff(pol, n, 1), backoff(pol, n, 0)
-		if hi > pol.MaxBackoff {
-			t.Fatalf("restart %d: %v above the cap", n, hi)
-		}
-		if n <= 4 && lo <= prev {
-			t.Fatalf("restart %d: %v does not grow from %v", n, lo, prev)
-		}
-		prev = hi
-	}
-	if got := backoff(pol, 1, 0); got != time.Second {
-		t.Fatalf("first backoff: want 1s, have %v", got)
-	}
-	if got := backoff(pol, 30, 0); got != 10*time.Second {
-		t.Fatalf("capped backoff: want 10s, have %v", got)
 	}
 }

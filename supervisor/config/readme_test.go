@@ -1,4 +1,4 @@
-package supervisor
+package config
 
 import (
 	"os"
@@ -12,7 +12,7 @@ import (
 // The config example of the README is valid: it parses, and every attribute
 // it shows exists. Only what depends on the machine (its users) may fail.
 func TestReadmeConfigExample(t *testing.T) {
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func TestReadmeConfigExample(t *testing.T) {
 		t.Fatal("no hcl block in the README")
 	}
 	for i, m := range blocks {
-		_, diags := ParseConfig([]byte(m[1]), "README.md", t.TempDir())
+		_, diags := Parse([]byte(m[1]), "README.md", t.TempDir())
 		for _, d := range diags {
 			if d.Severity != hcl.DiagError || strings.Contains(strings.ToLower(d.Summary), "user") {
 				continue

@@ -1,4 +1,4 @@
-package supervisor
+package config
 
 import (
 	"os"
@@ -7,12 +7,12 @@ import (
 	"testing"
 )
 
-// FuzzParseConfig feeds the config decoder arbitrary files. It must never
+// FuzzParse feeds the config decoder arbitrary files. It must never
 // panic, and must either return a File or errors that all carry a
 // position, never both a File and an error. The seed corpus (the repo's
 // configs, testdata/fuzz) runs as a plain test in CI.
-func FuzzParseConfig(f *testing.F) {
-	for _, path := range []string{"../config.hcl", "../examples/deploy/config.hcl"} {
+func FuzzParse(f *testing.F) {
+	for _, path := range []string{"../../config.hcl", "../../examples/deploy/config.hcl"} {
 		if b, err := os.ReadFile(path); err == nil {
 			f.Add(b)
 		}
@@ -57,7 +57,7 @@ metrics { address = "127.0.0.1:0" }`))
 	f.Add([]byte("\xff\xfe"))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, src []byte) {
-		file, diags := ParseConfig(src, "fuzz.hcl", dir)
+		file, diags := Parse(src, "fuzz.hcl", dir)
 		if diags.HasErrors() {
 			if file != nil {
 				t.Fatal("a File with errors")
@@ -76,7 +76,7 @@ metrics { address = "127.0.0.1:0" }`))
 			if len(p.Command) == 0 || len(p.Listeners) == 0 || !filepath.IsAbs(p.Dir) {
 				t.Fatalf("a program that validated is incomplete: %+v", p)
 			}
-			p.fingerprint()
+			p.Fingerprint()
 		}
 	})
 }

@@ -1,0 +1,69 @@
+package config
+
+import (
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Defaults of config.hcl, in one place: every block and attribute but
+// program, command and one listener is optional, and an attribute left out
+// takes the value below.
+const (
+	DefaultConfigFile   = "config.hcl"
+	DefaultLogLevel     = "info"
+	DefaultLogFormat    = "text"
+	DefaultReadyTimeout = 30 * time.Second
+	DefaultStopSignal   = syscall.SIGTERM
+	DefaultStopTimeout  = 30 * time.Second
+	DefaultRestart      = RestartAlways
+	DefaultBackoff      = 1 * time.Second
+	DefaultMaxBackoff   = 30 * time.Second
+	DefaultResetAfter   = 60 * time.Second
+	DefaultDebounce     = 300 * time.Millisecond
+	// DefaultControlSocket is the control socket, relative to the config
+	// file's directory.
+	DefaultControlSocket = ".baton/control.sock"
+	DefaultLogMaxSize    = 10 << 20 // bytes, for log files
+	DefaultLogMaxFiles   = 5        // rotated files kept besides the current one
+	// DefaultBuildDir is where baton dev writes each build's binary,
+	// relative to the config file: a fresh path for every build, never
+	// over a binary that runs.
+	DefaultBuildDir = ".baton/build"
+)
+
+// DefaultBuildInclude are the file name globs that count as sources when
+// a build block sets no include.
+var DefaultBuildInclude = []string{"*.go", "go.mod", "go.sum"}
+
+// defaultFile is a config file with nothing set, for a file in dir.
+func defaultFile(dir string) *File {
+	return &File{
+		Dir:     dir,
+		Log:     LogConfig{Level: DefaultLogLevel, Format: DefaultLogFormat},
+		Watch:   WatchConfig{Enabled: true, Config: true, Debounce: DefaultDebounce},
+		Control: ControlConfig{Enabled: true, Socket: filepath.Join(dir, DefaultControlSocket)},
+	}
+}
+
+// defaultProgram is a program block with nothing set but its name.
+func defaultProgram(name, dir string) *Program {
+	return &Program{
+		Name:    name,
+		Dir:     dir,
+		Ready:   ReadyConfig{Mode: ReadyNotify, Timeout: DefaultReadyTimeout},
+		Stop:    StopConfig{Signal: DefaultStopSignal, Timeout: DefaultStopTimeout},
+		Restart: RestartConfig{Policy: DefaultRestart, Backoff: DefaultBackoff, MaxBackoff: DefaultMaxBackoff, ResetAfter: DefaultResetAfter},
+		Watch:   ProgramWatch{Enabled: true},
+	}
+}
+
+// defaultLogFile is a log block with no file.
+func defaultLogFile() LogFile {
+	return LogFile{MaxSize: DefaultLogMaxSize, MaxFiles: DefaultLogMaxFiles}
+}
+
+// defaultBuild is a build block with only its command, for sources in dir.
+func defaultBuild(dir string) *BuildConfig {
+	return &BuildConfig{Dir: dir, Include: DefaultBuildInclude, Watch: []string{dir}}
+}
