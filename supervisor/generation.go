@@ -1,11 +1,8 @@
 package supervisor
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +16,7 @@ import (
 
 	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/internal/protocol"
+	"github.com/baton-run/baton/internal/watch"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
@@ -118,20 +116,6 @@ func resolveCommand(cfg *config.Program) (string, error) {
 	return "", fmt.Errorf("%q not found in PATH", name)
 }
 
-// fileHash returns the hex SHA-256 of a file's content.
-func fileHash(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // executable checks the program's command and working directory and
 // returns the path to exec and the generation key: the binary's content
 // hash and the config's fingerprint.
@@ -190,7 +174,7 @@ func binaryHash(path string) (string, error) {
 	if ok && e.dev == id.dev && e.ino == id.ino && e.size == id.size && e.mtime == id.mtime && e.ctime == id.ctime {
 		return e.sum, nil
 	}
-	sum, err := fileHash(path)
+	sum, err := watch.Hash(path)
 	if err != nil {
 		return "", err
 	}

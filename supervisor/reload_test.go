@@ -21,7 +21,7 @@ func TestWatch_configSaveApplied(t *testing.T) {
 	first := h.status("app").PID
 
 	// Unchanged programs stay untouched; a new one starts.
-	replace(t, h.file, `watch { debounce = "50ms" }`+fakeProgram("app", "serve", "")+fakeProgram("other", "serve", ""))
+	proctest.Replace(t, h.file, `watch { debounce = "50ms" }`+fakeProgram("app", "serve", "")+fakeProgram("other", "serve", ""))
 	h.waitEvent("other", "ready", 1)
 	if st := h.status("app"); st.PID != first || st.Generation != 1 {
 		t.Fatalf("an unchanged program was handed over: %+v", st)
@@ -29,11 +29,11 @@ func TestWatch_configSaveApplied(t *testing.T) {
 
 	// A changed program is handed over; a removed one stops.
 	changed := strings.Replace(fakeProgram("app", "serve", ""), `BATON_TEST_CHILD = "serve"`, `BATON_TEST_CHILD = "serve", MODE = "2"`, 1)
-	replace(t, h.file, `watch { debounce = "50ms" }`+changed)
+	proctest.Replace(t, h.file, `watch { debounce = "50ms" }`+changed)
 	h.waitEvent("app", "ready", 2)
 	h.waitEvent("other", "exit", 1)
 
-	replace(t, h.file, `watch { debounce = "50ms" }`+changed+"\nprogram \"broken\" {\n")
+	proctest.Replace(t, h.file, `watch { debounce = "50ms" }`+changed+"\nprogram \"broken\" {\n")
 	h.waitLog("config not applied", 1)
 	line := h.waitLog("Unclosed configuration block", 1)
 	if !strings.Contains(line, "config.hcl:9,18-19") {
@@ -103,7 +103,7 @@ program "app" {
 	}
 
 	// A failed build: the compiler's words, and gen 2 keeps serving.
-	replace(t, h.file, build(`, FAKE_FAIL = "1"`))
+	proctest.Replace(t, h.file, build(`, FAKE_FAIL = "1"`))
 	open()
 	line, ok = console.Wait("build failed", 1, waitLong)
 	if !ok || !strings.Contains(line, "gen 2 keeps serving") || !strings.Contains(console.String(), "main.go:3:1: syntax error") {

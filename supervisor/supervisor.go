@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-run/baton/internal/watch"
 	"github.com/baton-run/baton/supervisor/config"
 
 	"github.com/hashicorp/go-hclog"
@@ -76,7 +77,7 @@ type Supervisor struct {
 	metricsLn net.Listener    // nil without a metrics block
 	metrics   *metrics
 	systemd   *systemd
-	watcher   *watcher
+	watcher   *watch.Watcher
 	builders  map[string]*builder
 	bg        sync.WaitGroup // builders and watch-triggered requests
 
@@ -266,8 +267,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	for _, b := range s.builders {
 		s.startBuilder(b)
 	}
-	s.watcher = newWatcher(s.log, s.file.Watch.Poll)
-	s.watcher.set(s.watchTargetsLocked())
+	s.watcher = watch.New(s.log, s.file.Watch.Poll)
+	s.watcher.Set(s.watchTargetsLocked())
 	if s.controlLn != nil {
 		s.bg.Add(1)
 		go func() {
@@ -298,7 +299,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	// First nothing new: no watch fires, no build runs; then the programs
 	// stop, which ends the requests still waiting on them.
-	s.watcher.close()
+	s.watcher.Close()
 	stopBackground()
 	s.mu.Lock()
 	progs := make([]*program, 0, len(s.programs))
@@ -531,7 +532,7 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 	}
 	file.Control, file.Metrics = s.file.Control, s.file.Metrics
 	s.file = file
-	s.watcher.set(s.watchTargetsLocked())
+	s.watcher.Set(s.watchTargetsLocked())
 	s.mu.Unlock()
 
 	if lv := hclog.LevelFromString(file.Log.Level); lv != s.level && s.cfg.Logger == nil {
@@ -693,14 +694,14 @@ func (s *Supervisor) Observe(f func(Event)) {
 // watchTargetsLocked lists what to watch for the current config: the
 // config file, each program's binary (baton run) or sources (baton dev),
 // and the paths its watch block adds. Call with s.mu held.
-func (s *Supervisor) watchTargetsLocked() []*watchTarget {
+func (s *Supervisor) watchTargetsLocked() []*watch.Target {
 	f := s.file
 	if !f.Watch.Enabled {
 		return nil
 	}
-	var ts []*watchTarget
+	var ts []*watch.Target
 	if f.Watch.Config {
-		ts = append(ts, &watchTarget{path: s.file0, content: true, debounce: f.Watch.Debounce, fire: func([]string) {
+		ts = append(ts, &watch.Target{Path: s.file0, Content: true, Debounce: f.Watch.Debounce, Fire: func([]string) {
 			s.background(func() { s.Reload(s.runCtx, false, "config file changed") })
 		}})
 	}
@@ -711,18 +712,16 @@ func (s *Supervisor) watchTargetsLocked() []*watchTarget {
 		name := pc.Name
 		if b := s.builders[name]; b != nil {
 			for _, w := range pc.Build.Watch {
-				ts = append(ts, &watchTarget{path: w, tree: true, include: pc.Build.Include, exclude: pc.Build.Exclude,
-					debounce: f.Watch.Debounce, fire: b.trigger})
+				ts = append(ts, &watch.Target{Path: w, Tree: true, Include: pc.Build.Include, Exclude: pc.Build.Exclude,
+					Debounce: f.Watch.Debounce, Fire: b.trigger})
 			}
 		} else if strings.Contains(pc.Command[0], "/") {
-			ts = append(ts, &watchTarget{path: pc.Command[0], content: true, debounce: f.Watch.Debounce, fire: func([]string) {
+			ts = append(ts, &watch.Target{Path: pc.Command[0], Content: true, Debounce: f.Watch.Debounce, Fire: func([]string) {
 				s.watchHandover(name, "binary changed", false)
 			}})
 		}
 		for _, path := range pc.Watch.Paths {
-			fi, err := os.Stat(path)
-			tree := err == nil && fi.IsDir()
-			ts = append(ts, &watchTarget{path: path, tree: tree, content: !tree, debounce: f.Watch.Debounce, fire: func(changed []string) {
+			ts = append(ts, &watch.Target{Path: path, Auto: true, Debounce: f.Watch.Debounce, Fire: func(changed []string) {
 				// The binary and config may be the same as what serves:
 				// the change is in these files, so it is always handed over.
 				s.watchHandover(name, s.console.describe(changed), true)

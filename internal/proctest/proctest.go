@@ -247,3 +247,16 @@ func ServedBy(t testing.TB, addr string) int {
 	}
 	return pid
 }
+
+// Replace writes content to a temporary file and renames it over path, as
+// deploy tools and editors do.
+func Replace(t testing.TB, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}

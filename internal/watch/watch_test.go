@@ -1,4 +1,4 @@
-package supervisor
+package watch
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/baton-run/baton/internal/proctest"
 	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
 )
 
 // fires records a target's fire calls.
@@ -52,18 +53,7 @@ func watchLogger(t *testing.T) (hclog.Logger, *proctest.Buffer) {
 	return hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: buf}), buf
 }
 
-// replace writes content to a temporary file and renames it over path, as
-// deploy tools and editors do.
-func replace(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
+const waitLong = 30 * time.Second
 
 func forModes(t *testing.T, f func(t *testing.T, poll time.Duration)) {
 	t.Run("fsnotify", func(t *testing.T) { f(t, 0) })
@@ -71,25 +61,25 @@ func forModes(t *testing.T, f func(t *testing.T, poll time.Duration)) {
 }
 
 // A file target fires once per burst of replacements, and only for new
-// content: the same bytes again, or a chmod, fire nothing.
+// Content: the same bytes again, or a chmod, fire nothing.
 func TestWatch_fileContent(t *testing.T) {
 	forModes(t, func(t *testing.T, poll time.Duration) {
 		dir := t.TempDir()
 		bin := filepath.Join(dir, "app")
-		replace(t, bin, "v1")
+		proctest.Replace(t, bin, "v1")
 		log, logBuf := watchLogger(t)
-		w := newWatcher(log, poll)
-		defer w.close()
+		w := New(log, poll)
+		defer w.Close()
 		f := newFires()
-		w.set([]*watchTarget{{path: bin, content: true, debounce: 300 * time.Millisecond, fire: f.fire}})
+		<-w.Set([]*Target{{Path: bin, Content: true, Debounce: 300 * time.Millisecond, Fire: f.fire}})
 
 		for i := 0; i < 50; i++ { // a burst: one fire, for the last content
-			replace(t, bin, fmt.Sprintf("v2-%d", i))
+			proctest.Replace(t, bin, fmt.Sprintf("v2-%d", i))
 		}
 		if got := f.wait(t, 1); len(got) != 1 || got[0] != bin {
 			t.Fatalf("fire: want [%s], have %v", bin, got)
 		}
-		replace(t, bin, "v2-49") // same bytes
+		proctest.Replace(t, bin, "v2-49") // same bytes
 		if _, ok := logBuf.Wait("same content as before", 1, waitLong); !ok {
 			t.Fatalf("the same bytes were not noticed:\n%s", logBuf)
 		}
@@ -99,7 +89,7 @@ func TestWatch_fileContent(t *testing.T) {
 				t.Fatalf("the chmod was not noticed:\n%s", logBuf)
 			}
 		}
-		replace(t, bin, "v3")
+		proctest.Replace(t, bin, "v3")
 		f.wait(t, 2)
 		if n := f.count(); n != 2 {
 			t.Fatalf("want 2 fires (the burst, v3), have %d", n)
@@ -115,11 +105,11 @@ func TestWatch_tree(t *testing.T) {
 		for _, d := range []string{"pkg", ".git", "node_modules", "testdata"} {
 			os.MkdirAll(filepath.Join(root, d), 0o755)
 		}
-		w := newWatcher(hclog.NewNullLogger(), poll)
-		defer w.close()
+		w := New(hclog.NewNullLogger(), poll)
+		defer w.Close()
 		f := newFires()
-		w.set([]*watchTarget{{path: root, tree: true, include: []string{"*.go", "go.mod"}, exclude: []string{"*_test.go", "testdata"},
-			debounce: 100 * time.Millisecond, fire: f.fire}})
+		<-w.Set([]*Target{{Path: root, Tree: true, Include: []string{"*.go", "go.mod"}, Exclude: []string{"*_test.go", "testdata"},
+			Debounce: 100 * time.Millisecond, Fire: f.fire}})
 
 		for _, p := range []string{".git/HEAD.go", "node_modules/x.go", "testdata/y.go", "pkg/a_test.go", "pkg/notes.txt"} {
 			os.WriteFile(filepath.Join(root, p), []byte("x"), 0o644)
@@ -145,18 +135,18 @@ func TestWatch_directoryRecreated(t *testing.T) {
 	dir := filepath.Join(parent, "bin")
 	os.MkdirAll(dir, 0o755)
 	bin := filepath.Join(dir, "app")
-	replace(t, bin, "v1")
-	w := newWatcher(hclog.NewNullLogger(), 0)
-	defer w.close()
+	proctest.Replace(t, bin, "v1")
+	w := New(hclog.NewNullLogger(), 0)
+	defer w.Close()
 	f := newFires()
-	w.set([]*watchTarget{{path: bin, content: true, debounce: 50 * time.Millisecond, fire: f.fire}})
+	<-w.Set([]*Target{{Path: bin, Content: true, Debounce: 50 * time.Millisecond, Fire: f.fire}})
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
 	os.MkdirAll(dir, 0o755)
-	replace(t, bin, "v2")
+	proctest.Replace(t, bin, "v2")
 	f.wait(t, 1)
-	replace(t, bin, "v3")
+	proctest.Replace(t, bin, "v3")
 	f.wait(t, 2)
 }
 
@@ -165,12 +155,12 @@ func TestWatch_directoryRecreated(t *testing.T) {
 func TestWatch_fileAppears(t *testing.T) {
 	parent := t.TempDir()
 	bin := filepath.Join(parent, "bin", "app")
-	w := newWatcher(hclog.NewNullLogger(), 0)
-	defer w.close()
+	w := New(hclog.NewNullLogger(), 0)
+	defer w.Close()
 	f := newFires()
-	w.set([]*watchTarget{{path: bin, content: true, debounce: 50 * time.Millisecond, fire: f.fire}})
+	<-w.Set([]*Target{{Path: bin, Content: true, Debounce: 50 * time.Millisecond, Fire: f.fire}})
 	os.MkdirAll(filepath.Dir(bin), 0o755)
-	replace(t, bin, "v1")
+	proctest.Replace(t, bin, "v1")
 	f.wait(t, 1)
 }
 
@@ -192,3 +182,5 @@ func TestGlobMatch(t *testing.T) {
 		}
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -1,7 +1,24 @@
-package supervisor
+// Package watch watches files and directory trees with fsnotify, or by
+// polling, and calls a target's Fire once per burst of changes.
+//
+// It follows the rules learnt from the reloaders before it: watch the
+// parent directory of a file (atomic-rename deploys and editor saves
+// replace the inode, and a watch on the file itself dies with it), debounce
+// per path with a trailing timer, ignore Chmod-only events, wait for a
+// file being written to stop changing, skip content already seen (hash),
+// rescan on overflow, and turn ENOSPC and EMFILE into an actionable
+// message and a polling fallback.
+//
+// A Watcher does its file system work on its own goroutines: Set returns
+// at once, so that the caller (the supervisor's loop) never waits for a
+// directory walk or a hash.
+package watch
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,18 +32,22 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// skippedDirs are directories never watched for source changes.
-var skippedDirs = []string{".git", ".hg", ".svn", "node_modules", "vendor", ".baton"}
+// SkippedDirs are directories never watched inside a tree.
+var SkippedDirs = []string{".git", ".hg", ".svn", "node_modules", "vendor", ".baton"}
 
-// watchTarget is a file or a directory tree whose change baton acts on.
-type watchTarget struct {
-	path     string   // absolute
-	tree     bool     // a directory watched recursively
-	include  []string // tree: file name globs that count; empty: every file
-	exclude  []string // tree: globs of files and directories to skip
-	content  bool     // file: act only when the content changed, once it stopped changing
-	debounce time.Duration
-	fire     func(changed []string)
+// Target is a file or a directory tree whose change its owner acts on.
+type Target struct {
+	Path     string        // absolute
+	Tree     bool          // a directory watched recursively
+	Auto     bool          // Tree when Path is a directory, a file otherwise (decided by the watcher)
+	Include  []string      // Tree: file name globs that count; empty: every file
+	Exclude  []string      // Tree: globs of files and directories to skip
+	Content  bool          // file: fire only when the content changed, once it stopped changing
+	Debounce time.Duration // quiet time after the last change before Fire
+	// Fire is called, from the watcher's goroutines and one call at a
+	// time per target, with the paths changed in a burst. It must not
+	// block for long.
+	Fire func(changed []string)
 }
 
 // The watcher's timings. settleStep and settleMax bound the wait for a
@@ -39,21 +60,14 @@ var (
 	retryEvery = time.Second
 )
 
-// watcher watches targets with fsnotify, or by polling, and calls their
-// fire function once per burst of changes.
-//
-// It follows the rules learnt from the reloaders before it: watch the
-// parent directory of a file (atomic-rename deploys and editor saves
-// replace the inode, and a watch on the file itself dies with it), debounce
-// per path with a trailing timer, ignore Chmod-only events, wait for a
-// file being written to stop changing, skip content already seen (hash),
-// rescan on overflow, and turn ENOSPC and EMFILE into an actionable
-// message and a polling fallback.
-type watcher struct {
+// Watcher watches targets with fsnotify, or by polling, and calls their
+// Fire once per burst of changes. Its methods are safe for concurrent use.
+type Watcher struct {
 	log  hclog.Logger
 	poll time.Duration // > 0: poll every target at this interval
 	fs   *fsnotify.Watcher
 	done chan struct{}
+	sets chan setReq // to the setter: the newest set of targets
 	wg   sync.WaitGroup
 
 	mu      sync.Mutex
@@ -63,7 +77,7 @@ type watcher struct {
 }
 
 type watchState struct {
-	watchTarget
+	Target
 	polled  bool                 // polled although fsnotify runs (it could not watch it)
 	stamps  map[string]fileStamp // polling: the last stat of each file
 	pending map[string]bool      // changed since the last fire
@@ -86,8 +100,12 @@ func stampOf(fi fs.FileInfo) fileStamp {
 	return st
 }
 
-func newWatcher(log hclog.Logger, poll time.Duration) *watcher {
-	w := &watcher{log: log, poll: poll, done: make(chan struct{}), dirs: map[string]bool{}, lost: map[string]bool{}}
+// New starts a watcher that logs to log and polls every poll instead of
+// using fsnotify when poll > 0. It watches nothing until Set.
+func New(log hclog.Logger, poll time.Duration) *Watcher {
+	w := &Watcher{log: log, poll: poll, done: make(chan struct{}), sets: make(chan setReq, 1), dirs: map[string]bool{}, lost: map[string]bool{}}
+	w.wg.Add(1)
+	go w.setter()
 	if poll == 0 {
 		fw, err := fsnotify.NewWatcher()
 		if err != nil {
@@ -115,9 +133,46 @@ func watchLimitHint(err error) string {
 	return "set watch { poll = \"1s\" } to poll instead"
 }
 
-// set replaces the watched targets. Content targets keep the content they
-// had seen when the same path was watched before.
-func (w *watcher) set(targets []*watchTarget) {
+type setReq struct {
+	targets []*Target
+	done    chan struct{}
+}
+
+// Set replaces the watched targets and returns at once; the returned
+// channel is closed once the watcher has taken them (hashed the content
+// targets, walked the trees). Content targets keep the content they had
+// seen when the same path was watched before. A Set that is still waiting
+// when a newer one comes is dropped: only the newest targets matter.
+func (w *Watcher) Set(targets []*Target) <-chan struct{} {
+	req := setReq{targets: targets, done: make(chan struct{})}
+	for {
+		select {
+		case w.sets <- req:
+			return req.done
+		case old := <-w.sets:
+			close(old.done)
+		case <-w.done:
+			close(req.done)
+			return req.done
+		}
+	}
+}
+
+// setter applies the targets of Set, in order, on its own goroutine.
+func (w *Watcher) setter() {
+	defer w.wg.Done()
+	for {
+		select {
+		case req := <-w.sets:
+			w.set(req.targets)
+			close(req.done)
+		case <-w.done:
+			return
+		}
+	}
+}
+
+func (w *Watcher) set(targets []*Target) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	old := map[string]string{}
@@ -125,19 +180,24 @@ func (w *watcher) set(targets []*watchTarget) {
 		if ts.timer != nil {
 			ts.timer.Stop()
 		}
-		if ts.content {
-			old[ts.path] = ts.hash
+		if ts.Content {
+			old[ts.Path] = ts.hash
 		}
 	}
 	w.targets = nil
 	want := map[string]bool{}
 	for _, t := range targets {
-		ts := &watchState{watchTarget: *t, pending: map[string]bool{}}
-		if ts.content {
-			if h, ok := old[ts.path]; ok {
+		ts := &watchState{Target: *t, pending: map[string]bool{}}
+		if ts.Auto {
+			fi, err := os.Stat(ts.Path)
+			ts.Tree = err == nil && fi.IsDir()
+			ts.Content = !ts.Tree
+		}
+		if ts.Content {
+			if h, ok := old[ts.Path]; ok {
 				ts.hash = h
 			} else {
-				ts.hash, _ = fileHash(ts.path)
+				ts.hash, _ = Hash(ts.Path)
 			}
 		}
 		for _, d := range w.dirsOf(ts) {
@@ -174,20 +234,20 @@ func (w *watcher) set(targets []*watchTarget) {
 
 // dirsOf lists the directories to watch for ts: a file's parent, or every
 // directory of a tree that is not skipped.
-func (w *watcher) dirsOf(ts *watchState) []string {
-	fi, err := os.Stat(ts.path)
-	if !ts.tree || (err == nil && !fi.IsDir()) {
-		return []string{filepath.Dir(ts.path)}
+func (w *Watcher) dirsOf(ts *watchState) []string {
+	fi, err := os.Stat(ts.Path)
+	if !ts.Tree || (err == nil && !fi.IsDir()) {
+		return []string{filepath.Dir(ts.Path)}
 	}
 	if err != nil {
-		return []string{ts.path} // not there yet: retried until it is
+		return []string{ts.Path} // not there yet: retried until it is
 	}
 	var dirs []string
-	filepath.WalkDir(ts.path, func(p string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(ts.Path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
 		}
-		if p != ts.path && ts.skipDir(p) {
+		if p != ts.Path && ts.skipDir(p) {
 			return filepath.SkipDir
 		}
 		dirs = append(dirs, p)
@@ -196,7 +256,7 @@ func (w *watcher) dirsOf(ts *watchState) []string {
 	return dirs
 }
 
-func (w *watcher) addLocked(dir string) {
+func (w *Watcher) addLocked(dir string) {
 	if w.dirs[dir] {
 		return
 	}
@@ -224,40 +284,40 @@ func (w *watcher) addLocked(dir string) {
 
 // covers reports whether dir is one of ts's directories.
 func (ts *watchState) covers(dir string) bool {
-	if !ts.tree {
-		return filepath.Dir(ts.path) == dir
+	if !ts.Tree {
+		return filepath.Dir(ts.Path) == dir
 	}
-	return dir == ts.path || strings.HasPrefix(dir, ts.path+"/")
+	return dir == ts.Path || strings.HasPrefix(dir, ts.Path+"/")
 }
 
 // skipDir reports whether a directory inside a tree is left out.
 func (ts *watchState) skipDir(p string) bool {
 	base := filepath.Base(p)
-	for _, s := range skippedDirs {
+	for _, s := range SkippedDirs {
 		if base == s {
 			return true
 		}
 	}
-	return globMatch(ts.exclude, ts.path, p)
+	return globMatch(ts.Exclude, ts.Path, p)
 }
 
 // matches reports whether a change of path concerns ts.
 func (ts *watchState) matches(path string) bool {
-	if !ts.tree {
-		return path == ts.path
+	if !ts.Tree {
+		return path == ts.Path
 	}
-	if path != ts.path && !strings.HasPrefix(path, ts.path+"/") {
+	if path != ts.Path && !strings.HasPrefix(path, ts.Path+"/") {
 		return false
 	}
-	for dir := filepath.Dir(path); dir != ts.path && strings.HasPrefix(dir, ts.path+"/"); dir = filepath.Dir(dir) {
+	for dir := filepath.Dir(path); dir != ts.Path && strings.HasPrefix(dir, ts.Path+"/"); dir = filepath.Dir(dir) {
 		if ts.skipDir(dir) {
 			return false
 		}
 	}
-	if globMatch(ts.exclude, ts.path, path) {
+	if globMatch(ts.Exclude, ts.Path, path) {
 		return false
 	}
-	return len(ts.include) == 0 || globMatch(ts.include, ts.path, path)
+	return len(ts.Include) == 0 || globMatch(ts.Include, ts.Path, path)
 }
 
 // globMatch matches path against globs: a glob without '/' matches the
@@ -282,7 +342,7 @@ func globMatch(globs []string, root, path string) bool {
 }
 
 // events handles fsnotify's events until the watcher closes.
-func (w *watcher) events() {
+func (w *Watcher) events() {
 	defer w.wg.Done()
 	for {
 		select {
@@ -305,7 +365,7 @@ func (w *watcher) events() {
 	}
 }
 
-func (w *watcher) onEvent(ev fsnotify.Event) {
+func (w *Watcher) onEvent(ev fsnotify.Event) {
 	if ev.Op == fsnotify.Chmod {
 		// Spotlight, backups and antivirus touch modes; content is the same.
 		w.log.Trace("event ignored: chmod only", "path", ev.Name)
@@ -336,9 +396,9 @@ func (w *watcher) onEvent(ev fsnotify.Event) {
 // newDirLocked watches a directory created inside a tree, and counts the
 // files already in it as changed: they may have been written before the
 // watch was added.
-func (w *watcher) newDirLocked(dir string) {
+func (w *Watcher) newDirLocked(dir string) {
 	for _, ts := range w.targets {
-		if !ts.tree || !strings.HasPrefix(dir, ts.path+"/") || !ts.matchesDir(dir) {
+		if !ts.Tree || !strings.HasPrefix(dir, ts.Path+"/") || !ts.matchesDir(dir) {
 			continue
 		}
 		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -360,7 +420,7 @@ func (w *watcher) newDirLocked(dir string) {
 
 // matchesDir reports whether dir is inside ts and not skipped.
 func (ts *watchState) matchesDir(dir string) bool {
-	for d := dir; d != ts.path && strings.HasPrefix(d, ts.path+"/"); d = filepath.Dir(d) {
+	for d := dir; d != ts.Path && strings.HasPrefix(d, ts.Path+"/"); d = filepath.Dir(d) {
 		if ts.skipDir(d) {
 			return false
 		}
@@ -370,15 +430,15 @@ func (ts *watchState) matchesDir(dir string) bool {
 
 // scheduleLocked notes a change of path and (re)starts ts's debounce
 // timer: ts fires once its paths have been quiet for the debounce time.
-func (w *watcher) scheduleLocked(ts *watchState, path string) {
+func (w *Watcher) scheduleLocked(ts *watchState, path string) {
 	ts.pending[path] = true
 	if ts.timer != nil {
 		ts.timer.Stop()
 	}
-	ts.timer = time.AfterFunc(ts.debounce, func() { w.fire(ts) })
+	ts.timer = time.AfterFunc(ts.Debounce, func() { w.fire(ts) })
 }
 
-func (w *watcher) fire(ts *watchState) {
+func (w *Watcher) fire(ts *watchState) {
 	ts.firing.Lock()
 	defer ts.firing.Unlock()
 	select {
@@ -398,13 +458,13 @@ func (w *watcher) fire(ts *watchState) {
 		return
 	}
 	sort.Strings(changed)
-	if ts.content {
-		if !settle(ts.path) {
-			w.log.Warn("file still changing; acting on it anyway", "path", ts.path, "waited", settleMax)
+	if ts.Content {
+		if !settle(ts.Path) {
+			w.log.Warn("file still changing; acting on it anyway", "path", ts.Path, "waited", settleMax)
 		}
-		h, err := fileHash(ts.path)
+		h, err := Hash(ts.Path)
 		if err != nil {
-			w.log.Warn("watched file is gone or unreadable; nothing changes", "path", ts.path, "error", err)
+			w.log.Warn("watched file is gone or unreadable; nothing changes", "path", ts.Path, "error", err)
 			return
 		}
 		w.mu.Lock()
@@ -412,14 +472,14 @@ func (w *watcher) fire(ts *watchState) {
 		ts.hash = h
 		w.mu.Unlock()
 		if same {
-			w.log.Debug("same content as before; nothing to do", "path", ts.path)
+			w.log.Debug("same content as before; nothing to do", "path", ts.Path)
 			return
 		}
 	}
-	ts.fire(changed)
+	ts.Fire(changed)
 }
 
-func (w *watcher) isCurrentLocked(ts *watchState) bool {
+func (w *Watcher) isCurrentLocked(ts *watchState) bool {
 	for _, t := range w.targets {
 		if t == ts {
 			return true
@@ -446,17 +506,17 @@ func settle(path string) bool {
 
 // rescan treats every target as changed: after an overflow, events were
 // lost. Content targets still act only on new content.
-func (w *watcher) rescan() {
+func (w *Watcher) rescan() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, ts := range w.targets {
-		w.scheduleLocked(ts, ts.path)
+		w.scheduleLocked(ts, ts.Path)
 	}
 }
 
 // ticker polls: every target when polling, otherwise the targets that
 // could not be watched; and it re-adds lost directories.
-func (w *watcher) ticker() {
+func (w *Watcher) ticker() {
 	defer w.wg.Done()
 	every := retryEvery
 	if w.poll > 0 {
@@ -480,9 +540,9 @@ func (w *watcher) ticker() {
 				if w.dirs[d] {
 					w.log.Debug("watching again", "dir", d)
 					for _, ts := range w.targets {
-						if ts.covers(d) || (ts.tree && strings.HasPrefix(ts.path, d)) {
+						if ts.covers(d) || (ts.Tree && strings.HasPrefix(ts.Path, d)) {
 							w.newDirLocked(d)
-							w.scheduleLocked(ts, ts.path)
+							w.scheduleLocked(ts, ts.Path)
 						}
 					}
 				}
@@ -510,22 +570,22 @@ func (w *watcher) ticker() {
 }
 
 // scan stats ts's files, for polling.
-func (w *watcher) scan(ts *watchState) map[string]fileStamp {
+func (w *Watcher) scan(ts *watchState) map[string]fileStamp {
 	out := map[string]fileStamp{}
-	fi, err := os.Stat(ts.path)
+	fi, err := os.Stat(ts.Path)
 	if err != nil {
 		return out
 	}
 	if !fi.IsDir() {
-		out[ts.path] = stampOf(fi)
+		out[ts.Path] = stampOf(fi)
 		return out
 	}
-	filepath.WalkDir(ts.path, func(p string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(ts.Path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil
 		}
 		if d.IsDir() {
-			if p != ts.path && ts.skipDir(p) {
+			if p != ts.Path && ts.skipDir(p) {
 				return filepath.SkipDir
 			}
 			return nil
@@ -540,8 +600,8 @@ func (w *watcher) scan(ts *watchState) map[string]fileStamp {
 	return out
 }
 
-// close stops the watcher; no target fires after it returns.
-func (w *watcher) close() {
+// Close stops the watcher; no target fires after it returns.
+func (w *Watcher) Close() {
 	close(w.done)
 	if w.fs != nil {
 		w.fs.Close()
@@ -562,4 +622,19 @@ func (w *watcher) close() {
 		ts.firing.Lock()
 		ts.firing.Unlock()
 	}
+}
+
+// Hash returns the hex SHA-256 of a file's content: what a content target
+// compares.
+func Hash(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
