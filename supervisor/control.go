@@ -12,44 +12,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/baton-run/baton/supervisor/control"
+
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
-
-// The control API: JSON over HTTP on a unix socket, so that the CLI and
-// curl --unix-socket both work.
-//
-//	GET  /v1/status                        {"programs":[ProgramStatus…]}
-//	POST /v1/reload  {"programs":[…]}      {"results":[Result…]}   re-read the config, hand over
-//	POST /v1/programs/{name}/restart       Result                  hand over, same config
-//	POST /v1/programs/{name}/stop          {"program":…}           stop; sockets stay open
-//	POST /v1/programs/{name}/start         Result
-//	GET  /v1/programs/{name}/logs?lines=N&follow=1                 text, one line per line
-//
-// Failures answer 4xx or 5xx with {"error": "…"}.
-
-// StatusReply is the body of GET /v1/status: the contract of
-// `baton status -json`.
-type StatusReply struct {
-	Programs []ProgramStatus `json:"programs"` // in config order
-}
-
-// ReloadRequest is the body of POST /v1/reload; no programs means all.
-type ReloadRequest struct {
-	Programs []string `json:"programs"` // names
-}
-
-// ReloadReply is the answer to POST /v1/reload.
-type ReloadReply struct {
-	Results []Result `json:"results"`         // one per program handed over
-	Error   string   `json:"error,omitempty"` // the rollbacks, joined
-}
-
-// ErrorReply is the body of a failed request.
-type ErrorReply struct {
-	Error string `json:"error"` // what went wrong, and what to do
-}
 
 // listenControl opens the control socket: mode 0600 in a directory of
 // its own. A socket file left by a baton that died is replaced; one that
@@ -133,13 +101,13 @@ func peerCred(c net.Conn) (*unix.Ucred, error) {
 func (s *Supervisor) controlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, StatusReply{Programs: s.Status()})
+		writeJSON(w, http.StatusOK, control.StatusReply{Programs: s.Status()})
 	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		var req ReloadRequest
+		var req control.ReloadRequest
 		if r.ContentLength != 0 {
 			if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-				writeJSON(w, http.StatusBadRequest, ErrorReply{"bad request: " + err.Error()})
+				writeJSON(w, http.StatusBadRequest, control.ErrorReply{Error: "bad request: " + err.Error()})
 				return
 			}
 		}
@@ -147,9 +115,9 @@ func (s *Supervisor) controlHandler() http.Handler {
 		var cerr *config.Error
 		switch {
 		case errors.As(err, &cerr) || (err != nil && results == nil):
-			writeJSON(w, http.StatusUnprocessableEntity, ErrorReply{err.Error()})
+			writeJSON(w, http.StatusUnprocessableEntity, control.ErrorReply{Error: err.Error()})
 		default:
-			reply := ReloadReply{Results: results}
+			reply := control.ReloadReply{Results: results}
 			if err != nil {
 				reply.Error = err.Error()
 			}
@@ -167,19 +135,19 @@ func (s *Supervisor) controlHandler() http.Handler {
 	mux.HandleFunc("POST /v1/programs/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		if err := s.Stop(r.Context(), name); err != nil {
-			writeResult(w, Result{Program: name}, err)
+			writeResult(w, control.Result{Program: name}, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, Result{Program: name})
+		writeJSON(w, http.StatusOK, control.Result{Program: name})
 	})
 	mux.HandleFunc("GET /v1/programs/{name}/logs", s.serveLogs)
 	return mux
 }
 
-func writeResult(w http.ResponseWriter, res Result, err error) {
+func writeResult(w http.ResponseWriter, res control.Result, err error) {
 	switch {
 	case errors.Is(err, ErrNoProgram):
-		writeJSON(w, http.StatusNotFound, ErrorReply{err.Error()})
+		writeJSON(w, http.StatusNotFound, control.ErrorReply{Error: err.Error()})
 	case err != nil:
 		res.Error = err.Error()
 		writeJSON(w, http.StatusConflict, res)
@@ -208,7 +176,7 @@ func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("follow") == "" {
 		lines, err := s.Logs(name, n)
 		if err != nil {
-			writeJSON(w, http.StatusNotFound, ErrorReply{err.Error()})
+			writeJSON(w, http.StatusNotFound, control.ErrorReply{Error: err.Error()})
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -219,7 +187,7 @@ func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	backlog, lines, stop, err := s.Follow(name, n)
 	if err != nil {
-		writeJSON(w, http.StatusNotFound, ErrorReply{err.Error()})
+		writeJSON(w, http.StatusNotFound, control.ErrorReply{Error: err.Error()})
 		return
 	}
 	defer stop()

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/supervisor/control"
 )
 
 // withEnv adds environment variables to a fakeProgram block.
@@ -32,7 +33,7 @@ func TestFault_exitRightAfterReady(t *testing.T) {
 	h.waitEvent("app", "exit", 2)
 	h.waitLog("serving generation crashed", 1)
 	h.waitLog("restarting after a backoff", 1)
-	if st := h.status("app"); st.Restarts < 1 && st.State != StateBackoff {
+	if st := h.status("app"); st.Restarts < 1 && st.State != control.StateBackoff {
 		t.Fatalf("after the crash: %+v", st)
 	}
 	h.stop()

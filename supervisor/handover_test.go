@@ -15,13 +15,14 @@ import (
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/proctest"
 	"github.com/baton-run/baton/supervisor/config"
+	"github.com/baton-run/baton/supervisor/control"
 )
 
 func TestRun_serveThenStop(t *testing.T) {
 	h := newHarness(t, fakeProgram("app", "serve", ""))
 	h.waitEvent("app", "ready", 1)
 	st := h.status("app")
-	if st.State != StateRunning || st.Generation != 1 {
+	if st.State != control.StateRunning || st.Generation != 1 {
 		t.Fatalf("status: want running gen 1, have %s gen %d", st.State, st.Generation)
 	}
 	if pid := get(t, h.sup.Addr("app", "http")); pid != st.PID {
@@ -248,7 +249,7 @@ func TestStaleExit_noRestart(t *testing.T) {
 	}
 	h.waitEvent("app", "exit", 1)
 	st := h.status("app")
-	if st.LastExit.Code != 1 || st.Restarts != 0 || st.Generation != 2 || st.State != StateRunning {
+	if st.LastExit.Code != 1 || st.Restarts != 0 || st.Generation != 2 || st.State != control.StateRunning {
 		t.Fatalf("want gen 2 running, no restart, gen 1 exited 1; have %+v, last exit %+v", st, st.LastExit)
 	}
 	if get(t, h.sup.Addr("app", "http")) != st.PID {

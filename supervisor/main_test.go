@@ -16,6 +16,7 @@ import (
 
 	"github.com/baton-run/baton/internal/fakes"
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/supervisor/control"
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 )
@@ -115,7 +116,7 @@ func (h *harness) waitLog(substr string, n int) string {
 	return line
 }
 
-func (h *harness) status(program string) ProgramStatus {
+func (h *harness) status(program string) control.ProgramStatus {
 	h.t.Helper()
 	for _, st := range h.sup.Status() {
 		if st.Name == program {
@@ -123,7 +124,7 @@ func (h *harness) status(program string) ProgramStatus {
 		}
 	}
 	h.t.Fatalf("no program %q in the status", program)
-	return ProgramStatus{}
+	return control.ProgramStatus{}
 }
 
 // stop stops the supervisor gracefully and returns Run's result.

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/baton-run/baton/supervisor/control"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -60,7 +62,7 @@ func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range c.s.Status() {
 		up := 0.0
-		if st.State == StateRunning {
+		if st.State == control.StateRunning {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(st.Restarts), st.Name)

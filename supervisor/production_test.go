@@ -17,6 +17,7 @@ import (
 
 	"github.com/baton-run/baton/internal/proctest"
 	"github.com/baton-run/baton/supervisor/config"
+	"github.com/baton-run/baton/supervisor/control"
 )
 
 // A serving generation killed with SIGKILL is restarted, and counted.
@@ -64,7 +65,7 @@ func TestRestart_crashLoopBacksOff(t *testing.T) {
 	if waits[6] < 128*time.Millisecond {
 		t.Fatalf("waits are not capped near max_backoff: %v", waits)
 	}
-	if st := h.status("app"); st.State != StateBackoff && st.State != StateStarting {
+	if st := h.status("app"); st.State != control.StateBackoff && st.State != control.StateStarting {
 		t.Fatalf("state: want backoff or starting, have %s", st.State)
 	}
 	h.stop()
@@ -78,7 +79,7 @@ func TestRestart_neverAndStart(t *testing.T) {
 	syscall.Kill(h.status("app").PID, syscall.SIGKILL)
 	h.waitEvent("app", "exit", 1)
 	h.waitLog("not restarting", 1)
-	if st := h.status("app"); st.State != StateExited || !strings.Contains(st.Reason, "never") {
+	if st := h.status("app"); st.State != control.StateExited || !strings.Contains(st.Reason, "never") {
 		t.Fatalf("want exited by policy, have %+v", st)
 	}
 	if res, err := h.sup.Start("app"); err != nil || res.Generation != 2 {
@@ -96,7 +97,7 @@ func TestStopStart_socketStaysOpen(t *testing.T) {
 	if err := h.sup.Stop(context.Background(), "app"); err != nil {
 		t.Fatal(err)
 	}
-	if st := h.status("app"); st.State != StateStopped || st.Generation != 0 {
+	if st := h.status("app"); st.State != control.StateStopped || st.Generation != 0 {
 		t.Fatalf("after Stop: %+v", st)
 	}
 	if _, err := h.sup.Restart("app"); !errors.Is(err, ErrStopped) {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/supervisor/control"
+
 	"github.com/baton-run/baton/supervisor/config"
 
 	"github.com/baton-run/baton/internal/protocol"
@@ -28,17 +30,6 @@ var (
 	ErrStopping = errors.New("supervisor: program is stopping")
 	// ErrStopped: the program was stopped with Stop; Start it first.
 	ErrStopped = errors.New("supervisor: program is stopped; start it first")
-)
-
-// Program states, as status reports them.
-const (
-	StateBuilding = "building" // baton dev: waiting for the first good build
-	StateStarting = "starting" // the first generation is not ready yet
-	StateRunning  = "running"  // a generation serves
-	StateBackoff  = "backoff"  // down, waiting to restart
-	StateExited   = "exited"   // down, not restarted by its policy
-	StateStopping = "stopping"
-	StateStopped  = "stopped"
 )
 
 // program is one program block at run time. A single goroutine, run, owns
@@ -70,7 +61,7 @@ type program struct {
 	timerSeq       uint64 // ids for deadline and restart timers
 	stopping       bool
 	killedStopping bool   // a generation was killed while the program stopped
-	exitedBy       string // StateExited: why
+	exitedBy       string // control.StateExited: why
 	stats          programStats
 	stopWait       []chan struct{}
 	awaitBuild     bool // baton dev: the first build has not produced a binary yet
@@ -81,24 +72,11 @@ type program struct {
 
 // programStats are a program's counters and last events.
 type programStats struct {
-	Restarts  int         // restarts after the serving generation exited on its own
-	Handovers int         // completed handovers
-	Rollbacks int         // new generations that failed while another served
-	LastExit  *ExitRecord // the last generation that exited
-	LastError string      // the last failed start or handover
-}
-
-// ExitRecord describes a generation's end.
-type ExitRecord struct {
-	Generation int           `json:"generation"`         // the generation that exited
-	PID        int           `json:"pid"`                // its process (and group)
-	Code       int           `json:"code"`               // exit status; -1 when a signal killed it
-	Signal     string        `json:"signal,omitempty"`   // the signal that killed it
-	At         time.Time     `json:"at"`                 // when it was reaped
-	Uptime     time.Duration `json:"uptime_ns"`          // from start to exit
-	Drain      time.Duration `json:"drain_ns,omitempty"` // from the stop signal to the exit
-	Killed     string        `json:"killed,omitempty"`   // why baton sent SIGKILL
-	Status     string        `json:"status,omitempty"`   // the last STATUS= it sent
+	Restarts  int                 // restarts after the serving generation exited on its own
+	Handovers int                 // completed handovers
+	Rollbacks int                 // new generations that failed while another served
+	LastExit  *control.ExitRecord // the last generation that exited
+	LastError string              // the last failed start or handover
 }
 
 type handover struct {
@@ -137,7 +115,7 @@ type (
 		st processStatus
 	}
 	evRestart struct{ id uint64 }
-	evStatus  struct{ reply chan ProgramStatus }
+	evStatus  struct{ reply chan control.ProgramStatus }
 	evPause   struct{ done chan struct{} }
 	evResume  struct{ h *handover }
 )
@@ -571,7 +549,7 @@ func (p *program) onExit(g *generation, st processStatus) {
 	p.sup.sockets.releaseAll(g.sockets)
 	close(g.done)
 	now := time.Now()
-	rec := &ExitRecord{Generation: g.n, PID: g.pid, Code: st.Code, Signal: st.Signal, At: now,
+	rec := &control.ExitRecord{Generation: g.n, PID: g.pid, Code: st.Code, Signal: st.Signal, At: now,
 		Uptime: now.Sub(g.started), Killed: g.killed, Status: g.status}
 	if !g.stopAt.IsZero() {
 		rec.Drain = now.Sub(g.stopAt)
@@ -653,13 +631,13 @@ func (p *program) failed(h *handover, n int, why, output string) {
 	}
 	err := fmt.Errorf("%w: gen %d: %s", ErrRolledBack, n, why)
 	if p.current == nil && !p.stopping && p.queued == nil {
-		p.restart(&ExitRecord{Generation: n}, processStatus{Code: -1})
+		p.restart(&control.ExitRecord{Generation: n}, processStatus{Code: -1})
 	}
 	p.drop(h, err)
 }
 
 // restart applies the restart policy after the program went down.
-func (p *program) restart(rec *ExitRecord, st processStatus) {
+func (p *program) restart(rec *control.ExitRecord, st processStatus) {
 	if p.paused {
 		return
 	}

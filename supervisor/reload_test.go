@@ -10,6 +10,7 @@ import (
 
 	"github.com/baton-run/baton/internal/proctest"
 	"github.com/baton-run/baton/supervisor/config"
+	"github.com/baton-run/baton/supervisor/control"
 )
 
 // An editor-style save of the config file (write a temporary file, rename
@@ -109,7 +110,7 @@ program "app" {
 	if !ok || !strings.Contains(line, "gen 2 keeps serving") || !strings.Contains(console.String(), "main.go:3:1: syntax error") {
 		t.Fatalf("failed build: %q\nconsole:\n%s", line, console)
 	}
-	if st := h.status("app"); st.Generation != 2 || st.State != StateRunning {
+	if st := h.status("app"); st.Generation != 2 || st.State != control.StateRunning {
 		t.Fatalf("after the failed build: %+v", st)
 	}
 	if err := h.stop(); err != nil {

@@ -2,45 +2,13 @@ package supervisor
 
 import (
 	"time"
+
+	"github.com/baton-run/baton/supervisor/control"
 )
 
-// ProgramStatus is what Status reports about one program. Its JSON form is
-// the contract of `baton status -json`.
-type ProgramStatus struct {
-	Name string `json:"name"` // the program block's label
-	// State is one of the State… constants.
-	State string `json:"state"`
-	// Generation and PID are the current generation's: the newest that
-	// became ready and still runs (0 when none does).
-	Generation int        `json:"generation"`
-	PID        int        `json:"pid"`
-	StartedAt  *time.Time `json:"started_at"` // null when none serves
-	// Restarts counts restarts after the serving generation exited on
-	// its own; Handovers counts completed handovers.
-	Restarts  int            `json:"restarts"`
-	Handovers int            `json:"handovers"`
-	Rollbacks int            `json:"rollbacks"`                      // new generations that failed while another served
-	LastExit  *ExitRecord    `json:"last_exit"`                      // null until a generation exits
-	Pending   int            `json:"pending_generation,omitempty"`   // starting, not ready yet
-	Draining  []int          `json:"draining_generations,omitempty"` // old generations not exited yet
-	Listeners []ListenerInfo `json:"listeners"`                      // as bound
-	LastError string         `json:"last_error,omitempty"`           // the last failed start or handover
-	// RestartIn is the wait left before the next restart, in backoff.
-	RestartIn time.Duration `json:"restart_in_ns,omitempty"`
-	// Why the program is down and not restarted (StateExited).
-	Reason string `json:"reason,omitempty"`
-	Status string `json:"status,omitempty"` // the current generation's last STATUS=
-}
-
-// ListenerInfo is one of a program's sockets.
-type ListenerInfo struct {
-	Name    string `json:"name"`    // the listener block's label
-	Address string `json:"address"` // as bound
-}
-
 // status builds the program's status; it runs on the program's goroutine.
-func (p *program) status() ProgramStatus {
-	st := ProgramStatus{
+func (p *program) status() control.ProgramStatus {
+	st := control.ProgramStatus{
 		Name:      p.name,
 		Restarts:  p.stats.Restarts,
 		Handovers: p.stats.Handovers,
@@ -54,24 +22,24 @@ func (p *program) status() ProgramStatus {
 		if i < len(p.socks) {
 			addr = p.socks[i].bound
 		}
-		st.Listeners = append(st.Listeners, ListenerInfo{Name: l.Name, Address: addr})
+		st.Listeners = append(st.Listeners, control.ListenerInfo{Name: l.Name, Address: addr})
 	}
 	switch {
 	case (p.stopping || p.paused) && len(p.gens) == 0:
-		st.State = StateStopped
+		st.State = control.StateStopped
 	case p.stopping || p.paused:
-		st.State = StateStopping
+		st.State = control.StateStopping
 	case p.current != nil:
-		st.State = StateRunning
+		st.State = control.StateRunning
 	case p.pending != nil:
-		st.State = StateStarting
+		st.State = control.StateStarting
 	case p.restartT != nil:
-		st.State = StateBackoff
+		st.State = control.StateBackoff
 		st.RestartIn = time.Until(p.restartAt)
 	case p.awaitBuild:
-		st.State = StateBuilding
+		st.State = control.StateBuilding
 	default:
-		st.State = StateExited
+		st.State = control.StateExited
 	}
 	if g := p.current; g != nil {
 		started := g.started
@@ -90,25 +58,25 @@ func (p *program) status() ProgramStatus {
 
 // statusNow asks the program's goroutine for its status; after the
 // program ended it reports it stopped.
-func (p *program) statusNow() ProgramStatus {
-	reply := make(chan ProgramStatus, 1)
+func (p *program) statusNow() control.ProgramStatus {
+	reply := make(chan control.ProgramStatus, 1)
 	select {
 	case p.events <- evStatus{reply}:
 		return <-reply
 	case <-p.quit:
-		return ProgramStatus{Name: p.name, State: StateStopped}
+		return control.ProgramStatus{Name: p.name, State: control.StateStopped}
 	}
 }
 
 // Status reports every program, in config order.
-func (s *Supervisor) Status() []ProgramStatus {
+func (s *Supervisor) Status() []control.ProgramStatus {
 	s.mu.Lock()
 	var progs []*program
 	for _, n := range s.order() {
 		progs = append(progs, s.programs[n])
 	}
 	s.mu.Unlock()
-	out := make([]ProgramStatus, 0, len(progs))
+	out := make([]control.ProgramStatus, 0, len(progs))
 	for _, p := range progs {
 		out = append(out, p.statusNow())
 	}

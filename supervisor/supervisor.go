@@ -11,7 +11,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/baton-run/baton/supervisor/control"
 
 	"github.com/baton-run/baton/internal/watch"
 	"github.com/baton-run/baton/supervisor/config"
@@ -380,20 +381,8 @@ func (s *Supervisor) order() []string {
 	return append(names, rest...)
 }
 
-// Result is the outcome of a handover, a start or a restart of one
-// program.
-type Result struct {
-	Program    string        `json:"program"`               // the program's name
-	Generation int           `json:"generation"`            // the generation serving afterwards, 0 if none
-	ReadyIn    time.Duration `json:"ready_in_ns,omitempty"` // from its start to READY
-	Unchanged  bool          `json:"unchanged,omitempty"`   // nothing to hand over
-	Stopped    bool          `json:"stopped,omitempty"`     // the program is stopped; its new config applies when it starts
-	Error      string        `json:"error,omitempty"`       // Err, for JSON
-	Err        error         `json:"-"`                     // why it failed
-}
-
-func resultOf(name string, r handoverResult) Result {
-	res := Result{Program: name, Generation: r.Gen, ReadyIn: r.ReadyIn, Err: r.Err}
+func resultOf(name string, r handoverResult) control.Result {
+	res := control.Result{Program: name, Generation: r.Gen, ReadyIn: r.ReadyIn, Err: r.Err}
 	switch {
 	case errors.Is(r.Err, ErrUnchanged):
 		res.Unchanged, res.Err = true, nil
@@ -414,9 +403,9 @@ func resultOf(name string, r handoverResult) Result {
 //
 // It is all or nothing: when the file does not validate or a new listener
 // cannot be opened, nothing changes and the error says why. Reload
-// returns when every handover has ended, with one Result per program
+// returns when every handover has ended, with one control.Result per program
 // handed over; its error joins the rollbacks.
-func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, names ...string) ([]Result, error) {
+func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, names ...string) ([]control.Result, error) {
 	// Reloads are read and dispatched one at a time; their handovers run
 	// in the programs, which merge the requests that arrive during one.
 	s.reloadMu.Lock()
@@ -551,7 +540,7 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 			<-p.quit
 		}()
 	}
-	results := make([]Result, len(jobs))
+	results := make([]control.Result, len(jobs))
 	for i, j := range jobs {
 		wg.Add(1)
 		go func() {
@@ -583,10 +572,10 @@ func (s *Supervisor) Reload(ctx context.Context, explicit bool, reason string, n
 // Restart hands program name over to a new generation with its current
 // config: a zero-downtime restart. It returns when the new generation is
 // ready or was rolled back.
-func (s *Supervisor) Restart(name string) (Result, error) {
+func (s *Supervisor) Restart(name string) (control.Result, error) {
 	p := s.program(name)
 	if p == nil {
-		return Result{}, fmt.Errorf("%w: %q", ErrNoProgram, name)
+		return control.Result{}, fmt.Errorf("%w: %q", ErrNoProgram, name)
 	}
 	r := resultOf(name, p.request(&handover{reason: "restart requested", explicit: true}, nil))
 	return r, r.Err
@@ -614,17 +603,17 @@ func (s *Supervisor) Stop(ctx context.Context, name string) error {
 
 // Start starts program name after Stop, or after its restart policy left
 // it down, and returns when it is ready or failed to start.
-func (s *Supervisor) Start(name string) (Result, error) {
+func (s *Supervisor) Start(name string) (control.Result, error) {
 	p := s.program(name)
 	if p == nil {
-		return Result{}, fmt.Errorf("%w: %q", ErrNoProgram, name)
+		return control.Result{}, fmt.Errorf("%w: %q", ErrNoProgram, name)
 	}
 	reply := make(chan handoverResult, 1)
 	h := &handover{reason: "start requested", explicit: true, replies: []chan handoverResult{reply}}
 	select {
 	case p.events <- evResume{h}:
 	case <-p.quit:
-		return Result{Program: name, Err: ErrStopping, Error: ErrStopping.Error()}, ErrStopping
+		return control.Result{Program: name, Err: ErrStopping, Error: ErrStopping.Error()}, ErrStopping
 	}
 	r := resultOf(name, <-reply)
 	return r, r.Err

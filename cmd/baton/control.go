@@ -1,39 +1,26 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/baton-run/baton/supervisor"
 	"github.com/baton-run/baton/supervisor/config"
+	"github.com/baton-run/baton/supervisor/control"
 )
 
-// client talks to a running baton over its control socket.
-type client struct {
-	socket string
-	http   *http.Client
-}
-
-// controlFlags adds -config and -socket to fs; the returned function finds
-// the socket: -socket, else the config file's control block, else the
-// default path next to the config file.
-func controlFlags(fs *flag.FlagSet) func() *client {
+// controlFlags adds -config and -socket to fs; the returned function makes
+// a client of the socket: -socket, else the config file's control block,
+// else the default path next to the config file.
+func controlFlags(fs *flag.FlagSet) func() *control.Client {
 	file := fs.String("config", config.DefaultConfigFile, "find the control socket from this config `FILE`")
 	socket := fs.String("socket", "", "the control socket `PATH` (overrides -config)")
-	return func() *client {
+	return func() *control.Client {
 		path := *socket
 		if path == "" {
 			if f, diags := config.Load(*file); !diags.HasErrors() {
@@ -43,62 +30,8 @@ func controlFlags(fs *flag.FlagSet) func() *client {
 				path = filepath.Join(filepath.Dir(abs), config.DefaultControlSocket)
 			}
 		}
-		return &client{socket: path, http: &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", path)
-			},
-		}}}
+		return control.NewClient(path)
 	}
-}
-
-// errNotRunning says plainly that no baton answers.
-type errNotRunning struct{ socket string }
-
-func (e errNotRunning) Error() string {
-	return fmt.Sprintf("baton is not running: nothing answers on %s (start it with baton run, or pass -config or -socket)", e.socket)
-}
-
-// do sends a request and decodes a JSON answer into out. It returns the
-// HTTP status.
-func (c *client) do(method, path string, body, out any) (int, error) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://baton"+path, rd)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return 0, errNotRunning{c.socket}
-		}
-		if errors.Is(err, syscall.EACCES) {
-			return 0, fmt.Errorf("cannot use %s: permission denied (it belongs to the user baton runs as)", c.socket)
-		}
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusConflict {
-		var e supervisor.ErrorReply
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return resp.StatusCode, errors.New(e.Error)
-		}
-		return resp.StatusCode, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("bad answer from baton: %w", err)
-		}
-	}
-	return resp.StatusCode, nil
 }
 
 func fail(stderr io.Writer, err error) int {
@@ -120,8 +53,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
-	var st supervisor.StatusReply
-	if _, err := conn().do("GET", "/v1/status", nil, &st); err != nil {
+	st, err := conn().Status(context.Background())
+	if err != nil {
 		return fail(stderr, err)
 	}
 	if *asJSON {
@@ -155,7 +88,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func describeExit(e *supervisor.ExitRecord) string {
+func describeExit(e *control.ExitRecord) string {
 	if e == nil {
 		return "-"
 	}
@@ -173,7 +106,7 @@ func describeExit(e *supervisor.ExitRecord) string {
 
 // printResult prints the outcome of a handover; it returns false for a
 // failure.
-func printResult(stdout, stderr io.Writer, r supervisor.Result) bool {
+func printResult(stdout, stderr io.Writer, r control.Result) bool {
 	switch {
 	case r.Error != "":
 		fmt.Fprintf(stderr, "%s: %s\n", r.Program, r.Error)
@@ -202,8 +135,8 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	var reply supervisor.ReloadReply
-	if _, err := conn().do("POST", "/v1/reload", supervisor.ReloadRequest{Programs: names}, &reply); err != nil {
+	reply, err := conn().Reload(context.Background(), names...)
+	if err != nil {
 		return fail(stderr, err)
 	}
 	code = exitOK
@@ -213,6 +146,13 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return code
+}
+
+// verbs are the client's calls for restart, stop and start.
+var verbs = map[string]func(*control.Client, context.Context, string) (control.Result, error){
+	"restart": (*control.Client).Restart,
+	"stop":    (*control.Client).Stop,
+	"start":   (*control.Client).Start,
 }
 
 // programCommand is restart, start or stop: one program by name.
@@ -225,8 +165,8 @@ func programCommand(verb, desc string) func([]string, io.Writer, io.Writer) int 
 			return code
 		}
 		name := pos[0]
-		var r supervisor.Result
-		if _, err := conn().do("POST", "/v1/programs/"+url.PathEscape(name)+"/"+verb, nil, &r); err != nil {
+		r, err := verbs[verb](conn(), context.Background(), name)
+		if err != nil {
 			return fail(stderr, err)
 		}
 		if verb == "stop" && r.Error == "" {
@@ -254,25 +194,11 @@ func cmdLogs(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	c := conn()
-	q := fmt.Sprintf("/v1/programs/%s/logs?lines=%d", url.PathEscape(pos[0]), *n)
-	if *follow {
-		q += "&follow=1"
-	}
-	req, _ := http.NewRequest("GET", "http://baton"+q, nil)
-	resp, err := c.http.Do(req)
+	body, err := conn().Logs(context.Background(), pos[0], *n, *follow)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			err = errNotRunning{c.socket}
-		}
 		return fail(stderr, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e supervisor.ErrorReply
-		json.NewDecoder(resp.Body).Decode(&e)
-		return fail(stderr, errors.New(strings.TrimSpace(e.Error)))
-	}
-	io.Copy(stdout, resp.Body)
+	defer body.Close()
+	io.Copy(stdout, body)
 	return exitOK
 }

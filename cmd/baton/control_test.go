@@ -14,7 +14,7 @@ import (
 	"github.com/baton-run/baton/internal/fakes"
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/proctest"
-	"github.com/baton-run/baton/supervisor"
+	"github.com/baton-run/baton/supervisor/control"
 )
 
 // fakeBlock is a program block running a fake child of this test binary.
@@ -28,20 +28,20 @@ func ctl(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func status(t *testing.T, cfg string) supervisor.StatusReply {
+func status(t *testing.T, cfg string) control.StatusReply {
 	t.Helper()
 	code, out, errs := ctl(t, "status", "-json", "-config", cfg)
 	if code != 0 {
 		t.Fatalf("status: %d %s", code, errs)
 	}
-	var st supervisor.StatusReply
+	var st control.StatusReply
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status -json: %v\n%s", err, out)
 	}
 	return st
 }
 
-func programStatus(t *testing.T, cfg, name string) supervisor.ProgramStatus {
+func programStatus(t *testing.T, cfg, name string) control.ProgramStatus {
 	t.Helper()
 	for _, p := range status(t, cfg).Programs {
 		if p.Name == name {
@@ -49,7 +49,7 @@ func programStatus(t *testing.T, cfg, name string) supervisor.ProgramStatus {
 		}
 	}
 	t.Fatalf("no program %q in the status", name)
-	return supervisor.ProgramStatus{}
+	return control.ProgramStatus{}
 }
 
 // The CLI against a running baton: status names the pid that serves,

@@ -1,0 +1,113 @@
+// Package control is the wire format of baton's control socket and a
+// client for it: what `baton status`, `reload`, `restart`, `stop`,
+// `start` and `logs` send and receive. It holds no engine; the supervisor
+// package serves this API.
+//
+// The API is JSON over HTTP on a unix socket, so that curl works too:
+//
+//	GET  /v1/status                        StatusReply
+//	POST /v1/reload  ReloadRequest         ReloadReply      re-read the config, hand over
+//	POST /v1/programs/{name}/restart       Result           hand over, same config
+//	POST /v1/programs/{name}/stop          Result           stop; sockets stay open
+//	POST /v1/programs/{name}/start         Result
+//	GET  /v1/programs/{name}/logs?lines=N&follow=1          text, one line per line
+//
+// Failures answer 4xx or 5xx with an ErrorReply; a handover that failed
+// answers 409 with the Result that says why.
+package control
+
+import "time"
+
+// Program states, as ProgramStatus reports them.
+const (
+	StateBuilding     = "building"      // baton dev: waiting for the first good build
+	StateStarting     = "starting"      // a generation starts and none serves
+	StateRunning      = "running"       // a generation serves
+	StateBackoff      = "backoff"       // down, waiting to restart
+	StateExited       = "exited"        // down, not restarted by its policy
+	StateStopping     = "stopping"      // stopped on request: its generations are stopping
+	StateStopped      = "stopped"       // stopped on request, or baton stopped it
+	StateShuttingDown = "shutting-down" // baton stops, or the program left the config
+)
+
+// StatusReply is the body of GET /v1/status: the contract of
+// `baton status -json`.
+type StatusReply struct {
+	Programs []ProgramStatus `json:"programs"` // in config order
+}
+
+// ProgramStatus is what baton reports about one program.
+type ProgramStatus struct {
+	Name string `json:"name"` // the program block's label
+	// State is one of the State… constants.
+	State string `json:"state"`
+	// Generation and PID are the serving generation's (0 when none
+	// serves).
+	Generation int        `json:"generation"`
+	PID        int        `json:"pid"`
+	StartedAt  *time.Time `json:"started_at"` // null when none serves
+	// Restarts counts restarts after the serving generation exited on
+	// its own; Handovers counts completed handovers.
+	Restarts  int            `json:"restarts"`
+	Handovers int            `json:"handovers"`
+	Rollbacks int            `json:"rollbacks"`                      // new generations that failed while another served
+	LastExit  *ExitRecord    `json:"last_exit"`                      // null until a generation exits
+	Pending   int            `json:"pending_generation,omitempty"`   // starting, not ready yet
+	Draining  []int          `json:"draining_generations,omitempty"` // old generations not exited yet
+	Listeners []ListenerInfo `json:"listeners"`                      // as bound
+	LastError string         `json:"last_error,omitempty"`           // the last failed start or handover
+	// RestartIn is the wait left before the next restart, in backoff.
+	RestartIn time.Duration `json:"restart_in_ns,omitempty"`
+	// Why the program is down and not restarted (StateExited).
+	Reason string `json:"reason,omitempty"`
+	Status string `json:"status,omitempty"` // the serving generation's last STATUS=
+}
+
+// ListenerInfo is one of a program's sockets.
+type ListenerInfo struct {
+	Name    string `json:"name"`    // the listener block's label
+	Address string `json:"address"` // as bound
+}
+
+// ExitRecord describes a generation's end.
+type ExitRecord struct {
+	Generation int           `json:"generation"`         // the generation that exited
+	PID        int           `json:"pid"`                // its process (and group)
+	Code       int           `json:"code"`               // exit status; -1 when a signal killed it
+	Signal     string        `json:"signal,omitempty"`   // the signal that killed it
+	At         time.Time     `json:"at"`                 // when it was reaped
+	Uptime     time.Duration `json:"uptime_ns"`          // from start to exit
+	Drain      time.Duration `json:"drain_ns,omitempty"` // from the stop signal to the exit
+	Killed     string        `json:"killed,omitempty"`   // why baton sent SIGKILL
+	Status     string        `json:"status,omitempty"`   // the last STATUS= it sent
+}
+
+// Result is the outcome of a handover, a start, a restart or a stop of
+// one program.
+type Result struct {
+	Program    string        `json:"program"`               // the program's name
+	Generation int           `json:"generation"`            // the generation serving afterwards, 0 if none
+	ReadyIn    time.Duration `json:"ready_in_ns,omitempty"` // from its start to READY
+	Unchanged  bool          `json:"unchanged,omitempty"`   // nothing to hand over
+	Stopped    bool          `json:"stopped,omitempty"`     // the program is stopped; its new config applies when it starts
+	Error      string        `json:"error,omitempty"`       // why it failed
+	// Err is the error itself, for Go callers of the supervisor; it does
+	// not travel.
+	Err error `json:"-"`
+}
+
+// ReloadRequest is the body of POST /v1/reload; no programs means all.
+type ReloadRequest struct {
+	Programs []string `json:"programs"` // names
+}
+
+// ReloadReply is the answer to POST /v1/reload.
+type ReloadReply struct {
+	Results []Result `json:"results"`         // one per program handed over
+	Error   string   `json:"error,omitempty"` // the rollbacks, joined
+}
+
+// ErrorReply is the body of a failed request.
+type ErrorReply struct {
+	Error string `json:"error"` // what went wrong, and what to do
+}
