@@ -23,30 +23,31 @@ func BenchmarkSocketOpen(b *testing.B) {
 }
 
 // BenchmarkSocketPassing is the socket work of each handover on a socket
-// that is already open: the reload acquires it for the new config, the new
-// generation holds it, then the old config and the old generation release
-// it. The descriptor itself reaches the child through fork and exec, which
-// the handover benchmark (go run ./bench) measures with the process start.
+// that is already open: the reload leases it for the new config, the new
+// generation takes a lease of its own, then the old config and the old
+// generation release theirs. The descriptor itself reaches the child
+// through fork and exec, which the handover benchmark (go run ./bench)
+// measures with the process start.
 func BenchmarkSocketPassing(b *testing.B) {
-	t := newSockets()
+	t := newSocketPool()
 	ls := []config.Listener{{Name: "http", Address: "127.0.0.1:0"}, {Name: "admin", Address: "127.0.0.1:0"}}
-	serving, err := t.acquireAll("orders", ls)
+	serving, err := t.acquire("orders", ls)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer t.releaseAll(serving)
+	defer serving.release()
 	b.ReportAllocs()
 	for b.Loop() {
-		ss, err := t.acquireAll("orders", ls)
+		cfg, err := t.acquire("orders", ls)
 		if err != nil {
 			b.Fatal(err)
 		}
-		t.hold(ss)
-		t.releaseAll(ss)
-		t.releaseAll(ss)
+		gen := cfg.clone()
+		cfg.release()
+		gen.release()
 	}
-	if s := serving[0]; s.refs != 1 || s.file == nil {
-		b.Fatalf("want the serving socket open with 1 reference, have %d", s.refs)
+	if s := serving.sockets[0]; s.refs != 1 || s.file == nil {
+		b.Fatalf("want the serving socket open with 1 lease, have %d", s.refs)
 	}
 }
 

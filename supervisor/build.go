@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,25 +25,36 @@ import (
 // build's process group is killed) and starts a new one; each build writes
 // its binary to a fresh path, so no build ever writes over a binary that
 // runs; a failed build leaves the serving generation serving.
+//
+// Its goroutine, run, builds; each good build's handover waits on a
+// goroutine of its own, so that a change during a slow start-up is built
+// meanwhile. The fields under mu are shared by these, the watcher
+// (trigger) and the supervisor's loop (setBase, runConfig).
 type builder struct {
-	sup  *Supervisor
-	name string
-	log  hclog.Logger
-	kick chan struct{} // a build is wanted
-	wg   sync.WaitGroup
+	p       *program
+	pool    *socketPool
+	console *console
+	seq     *atomic.Int64 // numbers the builds of every builder
+	baseEnv []string
+	dir     string // where its builds go: one directory each
+	log     hclog.Logger
+	kick    chan struct{} // a build is wanted
+	stop    func()        // ends run; it removes its binaries
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex
 	base    *config.Program // the program as the config file declares it
 	changed []string        // paths changed since the last build started
 	cancel  context.CancelFunc
-	seq     int
 	good    string   // the binary of the serving generation
-	outputs []string // binaries written and not removed yet
+	outputs []output // binaries written and not removed yet, oldest first
 	started bool     // the first handover was requested
 }
 
-func newBuilder(sup *Supervisor, base *config.Program) *builder {
-	return &builder{sup: sup, name: base.Name, log: sup.log.With("program", base.Name), kick: make(chan struct{}, 1), base: base}
+// output is a binary a build wrote; n orders the builds.
+type output struct {
+	n    int64
+	path string
 }
 
 // trigger asks for a build because of changed, cancelling a build under
@@ -82,8 +94,10 @@ func (b *builder) runConfig() *config.Program {
 	return b.base.WithBinary(b.good)
 }
 
-// run builds when asked until ctx ends; the first build starts at once.
+// run builds when asked until ctx ends, then removes what it built; the
+// first build starts at once.
 func (b *builder) run(ctx context.Context) {
+	defer b.cleanup()
 	defer b.wg.Wait()
 	b.trigger(nil)
 	for {
@@ -95,18 +109,18 @@ func (b *builder) run(ctx context.Context) {
 		b.mu.Lock()
 		changed, base := b.changed, b.base
 		b.changed = nil
-		b.seq++
-		n := b.seq
+		n := b.seq.Add(1)
 		bctx, cancel := context.WithCancel(ctx)
 		b.cancel = cancel
+		first := !b.started
 		b.mu.Unlock()
 
-		output := filepath.Join(b.sup.dir, config.DefaultBuildDir, b.name, strconv.Itoa(n), filepath.Base(base.Command[0]))
-		if n == 1 {
-			b.sup.console.cycle(b.name, nil, true, "building (a first build compiles every dependency: it can take a minute)", "")
+		out := output{n: n, path: filepath.Join(b.dir, strconv.FormatInt(n, 10), filepath.Base(base.Command[0]))}
+		if first {
+			b.console.cycle(b.p.name, nil, true, "building (a first build compiles every dependency: it can take a minute)", "")
 		}
 		start := time.Now()
-		out, err := b.build(bctx, base.Build, output)
+		text, err := b.build(bctx, base.Build, out.path)
 		took := time.Since(start)
 		b.mu.Lock()
 		cancelled := bctx.Err() != nil
@@ -115,41 +129,38 @@ func (b *builder) run(ctx context.Context) {
 		cancel()
 		switch {
 		case ctx.Err() != nil:
-			os.RemoveAll(filepath.Dir(output))
+			os.RemoveAll(filepath.Dir(out.path))
 			return
 		case cancelled:
 			// A newer change cancelled it: its paths go with the next build.
-			os.RemoveAll(filepath.Dir(output))
+			os.RemoveAll(filepath.Dir(out.path))
 			b.mu.Lock()
 			b.changed = append(changed, b.changed...)
 			b.mu.Unlock()
 			b.log.Info("build cancelled by a newer change")
 			continue
 		case err != nil:
-			os.RemoveAll(filepath.Dir(output))
+			os.RemoveAll(filepath.Dir(out.path))
 			b.log.Warn("build failed; the serving generation keeps serving", "error", err)
-			b.sup.console.cycle(b.name, changed, false, fmt.Sprintf("build failed in %s; %s", round(took), b.serving()), strings.TrimRight(string(out), "\n"))
+			b.console.cycle(b.p.name, changed, false, fmt.Sprintf("build failed in %s; %s", round(took), b.serving()), strings.TrimRight(string(text), "\n"))
 			continue
 		}
 		b.mu.Lock()
-		b.outputs = append(b.outputs, output)
-		first := !b.started
+		b.outputs = append(b.outputs, out)
 		b.started = true
 		b.mu.Unlock()
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			b.handover(changed, took, output, base, first)
+			b.handover(changed, took, out, base, first)
 		}()
 	}
 }
 
 // serving describes what serves while a build failed.
 func (b *builder) serving() string {
-	if p := b.sup.program(b.name); p != nil {
-		if st := p.statusNow(); st.Generation > 0 {
-			return fmt.Sprintf("gen %d keeps serving", st.Generation)
-		}
+	if st := b.p.statusNow(); st.Generation > 0 {
+		return fmt.Sprintf("gen %d keeps serving", st.Generation)
 	}
 	return "nothing serves yet: fix the build"
 }
@@ -165,7 +176,7 @@ func (b *builder) build(ctx context.Context, bc *config.BuildConfig, output stri
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = bc.Dir
-	cmd.Env = append(append([]string(nil), b.sup.baseEnv...), bc.Env...)
+	cmd.Env = append(append([]string(nil), b.baseEnv...), bc.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A build is a tree of processes (go build runs the compiler and
 	// linker): cancel kills the whole group.
@@ -183,69 +194,88 @@ func (b *builder) build(ctx context.Context, bc *config.BuildConfig, output stri
 }
 
 // handover hands the program over to a built binary and reports the cycle.
-func (b *builder) handover(changed []string, took time.Duration, output string, base *config.Program, first bool) {
-	p := b.sup.program(b.name)
-	if p == nil {
-		return
-	}
-	cfg := base.WithBinary(output)
-	socks, err := b.sup.sockets.acquireAll(b.name, cfg.Listeners)
+func (b *builder) handover(changed []string, took time.Duration, out output, base *config.Program, first bool) {
+	cfg := base.WithBinary(out.path)
+	l, err := b.pool.acquire(b.p.name, cfg.Listeners)
 	if err != nil {
-		b.sup.console.cycle(b.name, changed, false, fmt.Sprintf("built in %s; cannot open the listeners: %v", round(took), err), "")
+		b.forget(out)
+		b.console.cycle(b.p.name, changed, false, fmt.Sprintf("built in %s; cannot open the listeners: %v", round(took), err), "")
 		return
 	}
-	res := p.request(&handover{reason: "build", explicit: first, cfg: cfg, socks: socks}, nil)
+	res := b.p.request(&request{reason: "build", force: first, cfg: cfg, lease: l})
 	built := "built in " + round(took)
 	switch {
 	case res.Err == nil:
-		b.mu.Lock()
-		b.good = output
-		// Older binaries are no longer needed: a generation still draining
-		// keeps running from its deleted file.
-		var keep []string
-		for _, o := range b.outputs {
-			if o == output {
-				keep = append(keep, o)
-			} else {
-				os.RemoveAll(filepath.Dir(o))
-			}
-		}
-		b.outputs = keep
-		b.mu.Unlock()
-		b.sup.console.cycle(b.name, changed, true, fmt.Sprintf("%s · ready in %s · gen %d serving", built, round(res.ReadyIn), res.Gen), "")
+		b.served(res.Binary)
+		b.console.cycle(b.p.name, changed, true, fmt.Sprintf("%s · ready in %s · gen %d serving", built, round(res.ReadyIn), res.Gen), "")
 	case errors.Is(res.Err, ErrUnchanged):
-		b.forget(output)
-		b.sup.console.cycle(b.name, changed, true, built+" · same binary, nothing to hand over", "")
+		b.forget(out)
+		b.console.cycle(b.p.name, changed, true, built+" · same binary, nothing to hand over", "")
 	case errors.Is(res.Err, ErrStopping):
-		b.forget(output)
+		b.forget(out)
 	default:
-		b.forget(output)
-		why := strings.TrimPrefix(res.Err.Error(), ErrRolledBack.Error()+": ")
+		b.forget(out)
+		why := strings.TrimPrefix(strings.TrimPrefix(res.Err.Error(), ErrRolledBack.Error()+": "), ErrStartFailed.Error()+": ")
 		keeps := "nothing serves yet"
 		if res.Gen > 0 {
 			keeps = fmt.Sprintf("gen %d keeps serving", res.Gen)
 		}
-		b.sup.console.cycle(b.name, changed, false, fmt.Sprintf("%s · failed to start (%s); %s", built, why, keeps), "")
+		b.console.cycle(b.p.name, changed, false, fmt.Sprintf("%s · failed to start (%s); %s", built, why, keeps), "")
 	}
 }
 
-// forget removes a binary that does not run.
-func (b *builder) forget(output string) {
+// served records that binary serves now. The binaries of older builds
+// are no longer needed (a generation still draining keeps running from
+// its deleted file); newer ones may still be waiting for their handover.
+// A request merged with a newer one is answered with the newer binary,
+// which is why the binary comes from the result, not from the build.
+func (b *builder) served(binary string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.good = binary
+	var n int64 = -1
+	for _, o := range b.outputs {
+		if o.path == binary {
+			n = o.n
+		}
+	}
+	keep := b.outputs[:0]
+	for _, o := range b.outputs {
+		if o.n >= n {
+			keep = append(keep, o)
+		} else {
+			os.RemoveAll(filepath.Dir(o.path))
+		}
+	}
+	b.outputs = keep
+}
+
+// forget removes a binary that does not run, unless it serves.
+func (b *builder) forget(out output) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if out.path == b.good {
+		return
+	}
 	for i, o := range b.outputs {
-		if o == output {
+		if o == out {
 			b.outputs = append(b.outputs[:i], b.outputs[i+1:]...)
-			os.RemoveAll(filepath.Dir(o))
+			os.RemoveAll(filepath.Dir(o.path))
 			return
 		}
 	}
 }
 
-// cleanup removes every binary the builder wrote; the programs have
-// stopped.
+// cleanup removes every binary the builder wrote, once it stopped: its
+// program stopped too, or left baton dev.
 func (b *builder) cleanup() {
-	os.RemoveAll(filepath.Join(b.sup.dir, config.DefaultBuildDir, b.name))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, o := range b.outputs {
+		os.RemoveAll(filepath.Dir(o.path))
+	}
+	b.outputs = nil
+	os.Remove(b.dir) // only when empty: another builder of the same name may use it
 }
 
 func round(d time.Duration) string {

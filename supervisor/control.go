@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,7 +110,7 @@ func (s *Supervisor) controlHandler() http.Handler {
 				return
 			}
 		}
-		results, err := s.Reload(s.runCtx, true, "baton reload", req.Programs...)
+		results, err := s.Reload(r.Context(), ReloadRequest{Programs: req.Programs, Reason: "baton reload", Force: true})
 		var cerr *config.Error
 		switch {
 		case errors.As(err, &cerr) || (err != nil && results == nil):
@@ -125,16 +124,16 @@ func (s *Supervisor) controlHandler() http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /v1/programs/{name}/restart", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.Restart(r.PathValue("name"))
+		res, err := s.RestartProgram(r.Context(), r.PathValue("name"))
 		writeResult(w, res, err)
 	})
 	mux.HandleFunc("POST /v1/programs/{name}/start", func(w http.ResponseWriter, r *http.Request) {
-		res, err := s.Start(r.PathValue("name"))
+		res, err := s.StartProgram(r.Context(), r.PathValue("name"))
 		writeResult(w, res, err)
 	})
 	mux.HandleFunc("POST /v1/programs/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		if err := s.Stop(r.Context(), name); err != nil {
+		if err := s.StopProgram(r.Context(), name); err != nil {
 			writeResult(w, control.Result{Program: name}, err)
 			return
 		}
@@ -174,7 +173,7 @@ func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s gen=%d %s\n", l.Time.Format("15:04:05.000"), l.Generation, renderLine(l.Text))
 	}
 	if r.URL.Query().Get("follow") == "" {
-		lines, err := s.Logs(name, n)
+		lines, err := s.ProgramLogs(name, n)
 		if err != nil {
 			writeJSON(w, http.StatusNotFound, control.ErrorReply{Error: err.Error()})
 			return
@@ -185,7 +184,7 @@ func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	backlog, lines, stop, err := s.Follow(name, n)
+	backlog, lines, stop, err := s.FollowProgram(name, n)
 	if err != nil {
 		writeJSON(w, http.StatusNotFound, control.ErrorReply{Error: err.Error()})
 		return
@@ -212,20 +211,21 @@ func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 			rc.Flush()
 		case <-r.Context().Done():
 			return
-		case <-s.runCtx.Done():
+		case <-s.loopDone:
 			return
 		}
 	}
 }
 
-// serveControl serves the control API on l until ctx ends.
-func (s *Supervisor) serveControl(ctx context.Context, l net.Listener) {
+// serveControl serves the control API on l until the loop ended: status
+// answers while baton stops.
+func (s *Supervisor) serveControl(l net.Listener) {
 	if pl, ok := l.(*peerListener); ok {
 		pl.log = s.log
 	}
 	srv := &http.Server{Handler: s.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
-		<-ctx.Done()
+		<-s.loopDone
 		srv.Close()
 	}()
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -23,37 +23,67 @@
 // of N+1's output. Generations still draining never block the next
 // handover; handover requests that arrive during one are merged into one
 // more. Every event carries its generation, so the late exit of an old
-// generation never restarts the current one.
+// generation never restarts the current one. Children run in their own
+// process groups, get their stop signal if baton dies (the parent-death
+// signal, set from one locked OS thread), and are always reaped; what is
+// left of a group when its leader exits is killed with it.
 //
-// Each program has one goroutine that owns its state; the socket table is
-// shared, reference-counted by program configs and by generations.
-// Children run in their own process groups, get their stop signal if
-// baton dies (the parent-death signal, set from one locked OS thread),
-// and are always reaped; what is left of a group when its leader exits is
-// killed with it.
+// # Who owns what
+//
+// Each piece of state has one owner, and others send it messages:
+//
+//   - The Supervisor's loop (supervisor.go, Run's goroutine) owns the
+//     config that runs, the program table and the builders. Every public
+//     method posts a message to it and waits for the answer.
+//   - The config reader (reload.go) reads and validates the config file
+//     and opens the new sockets, one reload at a time, before the loop
+//     sees it; no file I/O runs in the loop. What a reload changes is
+//     planned by planReload (plan.go), a pure function of the old and the
+//     new config, and applied by the loop's apply.
+//   - Each program (program.go) has one goroutine that owns its
+//     generations, its restart policy and its counters. Its life is a
+//     phase (phase.go: building, starting, running, backoff, exited,
+//     stopping, stopped, shutting down), with the legal transitions in one
+//     table; status reports the phase as the program's state. The restart
+//     policy is a pure tracker (restart.go). A program reaches the rest of
+//     baton only through its programEnv (env.go), which the phase tests
+//     replace with fakes.
+//   - A generation (generation.go) is a started process group: its
+//     reaper, output pumps, notify reader (notify.go) and readiness check
+//     (ready.go) post events to its program.
+//   - Listening sockets (sockets.go) live in a pool shared by every
+//     program; whoever needs them (a program's config, a running
+//     generation, a reload on its way) holds a lease and releases it
+//     exactly once. A socket closes when no lease is left.
+//   - baton dev's builders (build.go) build, and ask their program for a
+//     handover after each good build; the watcher (internal/watch) and
+//     the control socket (control.go, wire types in supervisor/control)
+//     turn file changes and CLI commands into the same messages.
 //
 // # Production
 //
 // A serving generation that exits on its own is restarted after a capped,
 // jittered exponential backoff (the restart block); the socket stays open
-// meanwhile. Stop and Start suspend and resume a program, Restart hands it
-// over with its current config, Status reports every program, Logs and
-// Follow read its output ring (10,000 lines, 1 MiB); a program with a log
-// file writes its output there, rotated by size. The control socket serves
-// all of these as JSON over HTTP to baton's CLI (mode 0600, peers of
-// another uid refused with SO_PEERCRED), and the metrics block serves
-// Prometheus metrics. Under systemd, baton notifies READY=1, RELOADING=1
-// and STOPPING=1 on its own NOTIFY_SOCKET, and gives the sockets it was
-// passed (LISTEN_FDS) to the program listeners of the same name.
+// meanwhile. StopProgram and StartProgram suspend and resume a program,
+// RestartProgram hands it over with its current config, Status reports
+// every program, ProgramLogs and FollowProgram read its output ring
+// (10,000 lines, 1 MiB); a program with a log file writes its output
+// there, rotated by size. The control socket serves all of these as JSON
+// over HTTP to baton's CLI (mode 0600, peers of another uid refused with
+// SO_PEERCRED), and the metrics block serves Prometheus metrics. Under
+// systemd, baton notifies READY=1, RELOADING=1 and STOPPING=1 on its own
+// NOTIFY_SOCKET, and gives the sockets it was passed (LISTEN_FDS) to the
+// program listeners of the same name.
 //
 // # Signals (of cmd/baton)
 //
-//	SIGHUP           Reload: re-read the config; hand over every program
+//	SIGHUP           Reload with Force: re-read the config; hand over every program
 //	SIGTERM, SIGINT  stop every program gracefully (Run's context), then exit
 //	SIGQUIT          Kill: SIGKILL every process group, reap, exit
 //
 // # Config
 //
-// See LoadFile and the README for the schema. Relative paths resolve
-// against the config file's directory; a reload is all or nothing.
+// See package config and the README for the schema. Relative paths
+// resolve against the config file's directory; a reload is all or
+// nothing.
 package supervisor

@@ -27,7 +27,7 @@ func TestFault_exitRightAfterReady(t *testing.T) {
 	h := newHarness(t, fakeProgram("app", "serve", ""))
 	h.waitEvent("app", "ready", 1)
 	h.write(fakeProgram("app", "ready-exit", `restart { backoff = "10ms" }`))
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err) // it was ready: the handover completed
 	}
 	h.waitEvent("app", "exit", 2)
@@ -49,7 +49,10 @@ func TestFault_exitInTheMiddleOfAHandover(t *testing.T) {
 	first := h.status("app").PID
 	h.write(withEnv(fakeProgram("app", "serve", ""), "serve", fmt.Sprintf("FAKE_GATE = %q", gate)))
 	done := make(chan error, 1)
-	go func() { _, err := h.sup.Reload(context.Background(), true, "test"); done <- err }()
+	go func() {
+		_, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true})
+		done <- err
+	}()
 	h.waitLog("starting: program=app gen=2", 1)
 	syscall.Kill(first, syscall.SIGKILL)
 	h.waitEvent("app", "exit", 1)
@@ -75,7 +78,7 @@ func TestFault_childKilledWhileDraining(t *testing.T) {
 	h := newHarness(t, withEnv(fakeProgram("app", "slow-drain", ""), "slow-drain", `FAKE_DELAY = "1h"`))
 	h.waitEvent("app", "ready", 1)
 	first := h.status("app").PID
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitLog("finishing background work", 1)
@@ -95,7 +98,7 @@ func TestFault_slowDrainDoesNotBlockHandovers(t *testing.T) {
 	h := newHarness(t, withEnv(fakeProgram("app", "slow-drain", ""), "slow-drain", `FAKE_DELAY = "1h"`))
 	h.waitEvent("app", "ready", 1)
 	for gen := 2; gen <= 3; gen++ {
-		if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+		if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 			t.Fatal(err)
 		}
 		h.waitLog("finishing background work", gen-1)
@@ -116,7 +119,7 @@ func TestFault_connectionHeldForever(t *testing.T) {
 	h.waitEvent("app", "ready", 1)
 	c := dialKeepAlive(t, h.sup.Addr("app", "http"))
 	defer c.Close()
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
@@ -142,11 +145,11 @@ program "app" {
 	h.waitEvent("app", "ready", 1)
 	first := h.status("app").PID
 	os.Chmod(bin, 0o644)
-	if _, err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "not executable") {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "not executable") {
 		t.Fatalf("non-executable: want a rollback saying so, have %v", err)
 	}
 	os.Remove(bin)
-	if _, err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "no such file") {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("deleted: want a rollback saying so, have %v", err)
 	}
 	if st := h.status("app"); st.PID != first || get(t, h.sup.Addr("app", "http")) != first {
@@ -162,11 +165,11 @@ func TestFault_unreadableConfig(t *testing.T) {
 	h.waitEvent("app", "ready", 1)
 	first := h.status("app").PID
 	os.Remove(h.file)
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err == nil || !strings.Contains(err.Error(), "Cannot read the config file") {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err == nil || !strings.Contains(err.Error(), "Cannot read the config file") {
 		t.Fatalf("removed config: %v", err)
 	}
 	os.Mkdir(h.file, 0o755)
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err == nil || !strings.Contains(err.Error(), "is a directory") {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err == nil || !strings.Contains(err.Error(), "is a directory") {
 		t.Fatalf("config replaced by a directory: %v", err)
 	}
 	if st := h.status("app"); st.PID != first || st.Generation != 1 {
@@ -187,7 +190,7 @@ func TestFault_reloadStorm(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			h.sup.Reload(context.Background(), true, "storm")
+			h.sup.Reload(context.Background(), ReloadRequest{Reason: "storm", Force: true})
 		}()
 		h.waitLog("starting: program=app", 2) // the first of the storm is under way
 	}
@@ -229,7 +232,7 @@ func TestSecurity_envNotLogged(t *testing.T) {
 	h := newHarness(t, withEnv(fakeProgram("app", "serve", ""), "serve", `API_TOKEN = "s3cr3t-t0ken"`))
 	h.waitEvent("app", "ready", 1)
 	h.write(withEnv(fakeProgram("app", "crash", ""), "crash", `API_TOKEN = "s3cr3t-t0ken"`))
-	h.sup.Reload(context.Background(), true, "test")
+	h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true})
 	h.sup.Status()
 	h.stop()
 	if strings.Contains(h.log.String(), "s3cr3t") {
@@ -245,13 +248,13 @@ func TestLeaks_200Handovers(t *testing.T) {
 	h := newHarness(t, fakeProgram("app", "serve", `ready { timeout = "60s" }`))
 	h.waitEvent("app", "ready", 1)
 	// One handover first: pools and caches that fill once are not leaks.
-	if _, err := h.sup.Reload(context.Background(), true, "warm-up"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "warm-up", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
 	fds0, g0 := openFDs(t), runtime.NumGoroutine()
 	for gen := 3; gen <= 202; gen++ {
-		if _, err := h.sup.Reload(context.Background(), true, "leak test"); err != nil {
+		if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "leak test", Force: true}); err != nil {
 			t.Fatal(err)
 		}
 		h.waitEvent("app", "exit", gen-1)

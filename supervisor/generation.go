@@ -12,41 +12,58 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/baton-run/baton/supervisor/config"
-
 	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/baton-run/baton/internal/watch"
+	"github.com/baton-run/baton/supervisor/config"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
 
 // generation is one start of a program: a process group that received the
-// program's sockets. Fields below "loop-owned" belong to the program's
-// goroutine.
+// program's sockets. The fields above "owned by the program's goroutine"
+// are set when it starts and never change.
 type generation struct {
 	n       int
 	cfg     *config.Program
-	pid     int
-	cmd     *exec.Cmd
-	started time.Time
-	sockets []*socket
-	notify  *notifySocket
 	key     string // binary content and config: what a watcher compares
-	out     tail
-	log     hclog.Logger // the program's output, with gen and pid
-	output  func(g *generation, line []byte)
-	pumps   sync.WaitGroup
-	done    chan struct{}
+	pid     int
+	started time.Time
+	lease   *lease        // its sockets, released when it was reaped
+	notify  *notifySocket // nil when it has none (a test's fake)
+	out     tail          // its last output lines, for failure messages
+	log     hclog.Logger  // the program's output, with gen and pid
+	done    chan struct{} // closed once reaped
+	signal  func(syscall.Signal) error
+	// cancelReady stops the readiness watchers (the delay timer); the
+	// probe ends with done.
+	cancelReady func()
 
-	// loop-owned
-	ready      bool
-	readyAt    time.Time
-	deadline   *time.Timer // ready timeout, then stop timeout
-	deadlineID uint64
-	stopAt     time.Time // when the stop signal was sent
-	killed     string    // why SIGKILL was sent, "" if it was not
-	status     string    // the last STATUS=
+	// Owned by the program's goroutine.
+	ready   bool
+	readyAt time.Time
+	// deadline is the ready timeout while it starts, then the stop
+	// timeout once it was told to stop.
+	deadline timer
+	stopAt   time.Time // when the stop signal was sent
+	killed   string    // why SIGKILL was sent, "" if it was not
+	status   string    // the last STATUS=
+}
+
+func (g *generation) stopReady() {
+	if g.cancelReady != nil {
+		g.cancelReady()
+	}
+}
+
+// close releases what the generation held once it was reaped.
+func (g *generation) close() {
+	g.stopReady()
+	if g.notify != nil {
+		g.notify.close()
+	}
+	g.lease.release()
+	close(g.done)
 }
 
 // processStatus describes how a process ended, for logs and status.
@@ -75,19 +92,20 @@ func statusOf(st *os.ProcessState) processStatus {
 	return processStatus{Code: ws.ExitStatus()}
 }
 
-// spawnSpec is everything needed to start a generation.
+// spawnSpec is what a program asks of its environment to start a
+// generation.
 type spawnSpec struct {
 	program string
 	n       int
 	cfg     *config.Program
-	path    string // from executable
-	key     string // from executable
-	sockets []*socket
-	runDir  string
-	baseEnv []string
-	logger  hclog.Logger // the program's output logger
-	spawner *spawner
-	output  func(g *generation, line []byte) // where each output line goes
+	path    string // from resolve
+	key     string // from resolve
+	lease   *lease // the generation's own lease on its sockets
+	// post delivers the generation's events (ready, notify messages, its
+	// exit) to the program's goroutine.
+	post func(event)
+	// output takes each line the generation writes.
+	output func(g *generation, line []byte)
 }
 
 // resolveCommand finds the executable: a bare name in PATH (the program's
@@ -116,10 +134,11 @@ func resolveCommand(cfg *config.Program) (string, error) {
 	return "", fmt.Errorf("%q not found in PATH", name)
 }
 
-// executable checks the program's command and working directory and
-// returns the path to exec and the generation key: the binary's content
-// hash and the config's fingerprint.
-func executable(cfg *config.Program) (path, key string, err error) {
+// resolve checks the program's command and working directory and returns
+// the path to exec and the generation key: the binary's content hash and
+// the config's fingerprint, without the binary's path (baton dev gives
+// each build a new one).
+func resolve(cfg *config.Program) (path, key string, err error) {
 	path, err = resolveCommand(cfg)
 	if err != nil {
 		return "", "", err
@@ -188,23 +207,42 @@ func binaryHash(path string) (string, error) {
 	return sum, nil
 }
 
-// spawn starts a generation through the exec shim, in its own process
-// group, with its sockets as fds 3… and its own notify socket.
-func spawn(sp spawnSpec) (*generation, error) {
-	path := sp.path
-	var err error
-	g := &generation{n: sp.n, cfg: sp.cfg, sockets: sp.sockets, key: sp.key, done: make(chan struct{})}
-	g.notify, err = listenNotify(filepath.Join(sp.runDir, fmt.Sprintf("%.40s.%d.sock", sp.program, sp.n)))
+// starter starts real generations: through the exec shim, in their own
+// process group, from the spawner's thread, with their sockets as fds 3…
+// and a notify socket of their own.
+type starter struct {
+	spawner *spawner
+	runDir  string
+	baseEnv []string
+	outLog  hclog.Logger // the programs' output
+}
+
+// start starts a generation and the goroutines that watch it: it reaps
+// it, pumps its output, reads its notify socket and checks its readiness,
+// all posting to sp.post. On error nothing is left running or open.
+func (s *starter) start(sp spawnSpec) (g *generation, err error) {
+	var undo []func() // what to close if the start fails
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	undo = append(undo, sp.lease.release)
+	g = &generation{n: sp.n, cfg: sp.cfg, key: sp.key, lease: sp.lease, done: make(chan struct{})}
+	g.notify, err = listenNotify(filepath.Join(s.runDir, fmt.Sprintf("%.40s.%d.sock", sp.program, sp.n)))
 	if err != nil {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
+	undo = append(undo, g.notify.close)
 
-	names := make([]string, len(sp.sockets))
-	files := make([]*os.File, len(sp.sockets))
-	for i, s := range sp.sockets {
-		names[i], files[i] = sp.cfg.Listeners[i].Name, s.file
+	names := make([]string, len(sp.cfg.Listeners))
+	for i, l := range sp.cfg.Listeners {
+		names[i] = l.Name
 	}
-	env := append([]string(nil), sp.baseEnv...)
+	files := sp.lease.files()
+	env := append([]string(nil), s.baseEnv...)
 	if sp.cfg.CleanEnv {
 		env = []string{"PATH=" + os.Getenv("PATH")}
 	}
@@ -221,31 +259,34 @@ func spawn(sp spawnSpec) (*generation, error) {
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		g.notify.close()
 		return nil, err
 	}
+	undo = append(undo, func() { outR.Close() })
+	defer outW.Close() // the child has its copy
 	errR, errW, err := os.Pipe()
 	if err != nil {
-		g.notify.close()
-		outR.Close()
-		outW.Close()
 		return nil, err
 	}
+	undo = append(undo, func() { errR.Close() })
+	defer errW.Close()
 	cred, err := credential(sp.cfg)
 	if err != nil {
-		g.notify.close()
 		return nil, err
 	}
 	if cred != nil {
 		// The program's user must reach its notify socket, and nobody
 		// else: baton's runtime directory is searchable (0711), the
 		// socket is the user's alone.
-		os.Chown(g.notify.path, int(cred.Uid), int(cred.Gid))
-		os.Chmod(g.notify.path, 0o600)
+		if err := os.Chown(g.notify.path, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
+		if err := os.Chmod(g.notify.path, 0o600); err != nil {
+			return nil, fmt.Errorf("notify socket: %w", err)
+		}
 	}
 	cmd := &exec.Cmd{
 		Path:       execshim.Self,
-		Args:       execshim.Args(path, sp.cfg.Command),
+		Args:       execshim.Args(sp.path, sp.cfg.Command),
 		Env:        env,
 		Dir:        sp.cfg.Dir,
 		Stdout:     outW,
@@ -257,38 +298,45 @@ func spawn(sp spawnSpec) (*generation, error) {
 			Credential: cred,
 		},
 	}
-	err = sp.spawner.start(cmd)
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		g.notify.close()
-		outR.Close()
-		errR.Close()
-		return nil, fmt.Errorf("start %s: %w", path, err)
+	if err := s.spawner.start(cmd); err != nil {
+		return nil, fmt.Errorf("start %s: %w", sp.path, err)
 	}
-	g.cmd, g.pid, g.started = cmd, cmd.Process.Pid, time.Now()
-	g.log = sp.logger.With("gen", sp.n, "pid", g.pid)
-	g.output = sp.output
-	g.pumps.Add(2)
-	go g.pump(outR)
-	go g.pump(errR)
+	g.pid, g.started = cmd.Process.Pid, time.Now()
+	g.signal = func(sig syscall.Signal) error { return syscall.Kill(-g.pid, sig) }
+	g.log = s.outLog.Named(sp.program).With("gen", sp.n, "pid", g.pid)
+
+	var pumps sync.WaitGroup
+	pumps.Add(2)
+	for _, r := range []*os.File{outR, errR} {
+		go func() {
+			defer pumps.Done()
+			defer r.Close()
+			pumpLines(r, func(line []byte) {
+				g.out.add(string(line))
+				sp.output(g, line)
+			})
+		}()
+	}
+	go reap(g, cmd, &pumps, sp.post)
+	go g.notify.read(
+		func(m protocol.Message) { sp.post(evNotify{g, m}) },
+		func(err error) { g.log.Debug("bad notify message", "error", err) },
+	)
+	switch sp.cfg.Ready.Mode {
+	case config.ReadyDelay:
+		t := time.AfterFunc(sp.cfg.Ready.Delay, func() { sp.post(evReady{g}) })
+		g.cancelReady = func() { t.Stop() }
+	case config.ReadyHTTP:
+		go probe(g, func() { sp.post(evReady{g}) })
+	}
 	return g, nil
 }
 
-func (g *generation) pump(r *os.File) {
-	defer g.pumps.Done()
-	defer r.Close()
-	pumpLines(r, func(line []byte) {
-		g.out.add(string(line))
-		g.output(g, line)
-	})
-}
-
-// wait reaps the generation and returns how it ended. Before reaping, while
-// the exited leader still holds its pid (so the group id cannot be
-// reused), it kills what is left of its process group: grandchildren die
-// with the generation.
-func (g *generation) wait() processStatus {
+// reap waits for the generation to exit and posts its exit. Before
+// reaping, while the exited leader still holds its pid (so the group id
+// cannot be reused), it kills what is left of its process group:
+// grandchildren die with the generation.
+func reap(g *generation, cmd *exec.Cmd, pumps *sync.WaitGroup, post func(event)) {
 	var info unix.Siginfo
 	for {
 		err := unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
@@ -297,11 +345,19 @@ func (g *generation) wait() processStatus {
 		}
 	}
 	syscall.Kill(-g.pid, syscall.SIGKILL)
-	g.cmd.Wait()
-	return statusOf(g.cmd.ProcessState)
-}
-
-// signal sends sig to the generation's process group.
-func (g *generation) signal(sig syscall.Signal) error {
-	return syscall.Kill(-g.pid, sig)
+	cmd.Wait()
+	st := statusOf(cmd.ProcessState)
+	// The output of its last moments explains a failure: read it to the
+	// end first. The group is dead, so the pipes close, unless a process
+	// that left the group holds them: the wait is bounded.
+	out := make(chan struct{})
+	go func() {
+		pumps.Wait()
+		close(out)
+	}()
+	select {
+	case <-out:
+	case <-time.After(2 * time.Second):
+	}
+	post(evExit{g, st})
 }

@@ -48,7 +48,7 @@ func TestHandover_noFailedRequestUnderLoad(t *testing.T) {
 		if !load.WaitAcked(n+200, waitLong) {
 			t.Fatalf("load stalled before handover to gen %d", gen)
 		}
-		if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+		if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 			t.Fatalf("handover to gen %d: %v", gen, err)
 		}
 		h.waitEvent("app", "exit", gen-1)
@@ -80,7 +80,7 @@ func TestRollback_crashAtStart(t *testing.T) {
 	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 8, Get: true, Path: "/"})
 
 	h.write(fakeProgram("app", "crash", ""))
-	_, err := h.sup.Reload(context.Background(), true, "test")
+	_, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true})
 	if !errors.Is(err, ErrRolledBack) {
 		t.Fatalf("Reload: want ErrRolledBack, have %v", err)
 	}
@@ -93,7 +93,7 @@ func TestRollback_crashAtStart(t *testing.T) {
 	}
 
 	h.write(fakeProgram("app", "serve", ""))
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatalf("a good generation after the rollback: %v", err)
 	}
 	h.waitEvent("app", "exit", 1) // until then gen 1 may still accept
@@ -118,7 +118,7 @@ func TestRollback_neverReady(t *testing.T) {
 	first := h.status("app").PID
 
 	h.write(fakeProgram("app", "never-ready", `ready { timeout = "300ms" }`))
-	_, err := h.sup.Reload(context.Background(), true, "test")
+	_, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true})
 	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "not ready within 300ms") {
 		t.Fatalf("Reload: want a rollback for the ready timeout, have %v", err)
 	}
@@ -145,7 +145,7 @@ func TestRollback_lateReadyIgnored(t *testing.T) {
   env = { BATON_TEST_CHILD = "late-ready", FAKE_DELAY = "400ms" }`))
 	// The env line above replaces fakeProgram's: HCL would reject two.
 	h.write(strings.Replace(readFile(t, h.file), `env     = { BATON_TEST_CHILD = "late-ready" }`, "", 1))
-	if _, err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); !errors.Is(err, ErrRolledBack) {
 		t.Fatalf("Reload: want ErrRolledBack, have %v", err)
 	}
 	h.waitEvent("app", "exit", 2)
@@ -172,7 +172,7 @@ func TestStopTimeout_killsAndRecords(t *testing.T) {
 	cfg := fakeProgram("app", "ignore-term", `stop { timeout = "300ms" }`)
 	h := newHarness(t, cfg)
 	h.waitEvent("app", "ready", 1)
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
@@ -201,7 +201,7 @@ func TestHandover_requestsCoalesce(t *testing.T) {
 	errs := make([]error, 5)
 	reload := func(i int) {
 		defer wg.Done()
-		_, errs[i] = h.sup.Reload(context.Background(), true, "test")
+		_, errs[i] = h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true})
 	}
 	wg.Add(1)
 	go reload(0)
@@ -244,7 +244,7 @@ func TestStaleExit_noRestart(t *testing.T) {
 	cfg := strings.Replace(fakeProgram("app", "serve", ""), `BATON_TEST_CHILD = "serve"`, `BATON_TEST_CHILD = "serve", FAKE_EXIT = "1"`, 1)
 	h := newHarness(t, cfg)
 	h.waitEvent("app", "ready", 1)
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
@@ -270,7 +270,7 @@ func TestHTTPReady_onlyTheNewGenerationCounts(t *testing.T) {
 	h.waitEvent("app", "ready", 1)
 	first := h.status("app").PID
 	h.write(strings.Replace(fakeProgram("app", "http-only", ready), `BATON_TEST_CHILD = "http-only"`, `BATON_TEST_CHILD = "http-only", FAKE_DELAY = "1h"`, 1))
-	if _, err := h.sup.Reload(context.Background(), true, "test"); !errors.Is(err, ErrRolledBack) {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); !errors.Is(err, ErrRolledBack) {
 		t.Fatalf("Reload: want a rollback, have %v", err)
 	}
 	if pid := get(t, h.sup.Addr("app", "http")); pid != first {
@@ -278,7 +278,7 @@ func TestHTTPReady_onlyTheNewGenerationCounts(t *testing.T) {
 	}
 	// A new generation that does serve passes the check.
 	h.write(fakeProgram("app", "http-only", ready))
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
@@ -302,7 +302,7 @@ func TestGrandchild_diesWithTheGeneration(t *testing.T) {
 		t.Fatalf("grandchild %d is not running", pid)
 	}
 	h.write(fakeProgram("app", "serve", ""))
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
@@ -317,9 +317,9 @@ func TestGrandchild_diesWithTheGeneration(t *testing.T) {
 func TestSockets_nonblockingFlagSurvivesHandovers(t *testing.T) {
 	h := newHarness(t, fakeProgram("app", "serve", ""))
 	h.waitEvent("app", "ready", 1)
-	s := h.sup.sockets.byKey["127.0.0.1:0#app.http"]
+	s := h.sup.pool.byKey["127.0.0.1:0#app.http"]
 	for gen := 2; gen <= 3; gen++ {
-		if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+		if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 			t.Fatal(err)
 		}
 		flags, err := fcntlFlags(s)
@@ -361,7 +361,7 @@ func TestReload_invalidConfigChangesNothing(t *testing.T) {
 	h.waitEvent("app", "ready", 1)
 	first := h.status("app").PID
 	h.write(fakeProgram("app", "serve", `stop { timeout = "forever" }`))
-	_, err := h.sup.Reload(context.Background(), true, "test")
+	_, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true})
 	var cerr *config.Error
 	if !errors.As(err, &cerr) || !strings.Contains(err.Error(), `config.hcl:6,20-29: Invalid duration`) {
 		t.Fatalf("Reload: want a positioned ConfigError, have %v", err)

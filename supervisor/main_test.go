@@ -78,6 +78,9 @@ func newHarnessWith(t *testing.T, config string, cfg Config) *harness {
 			sup.Kill()
 			<-h.done
 		}
+		if strings.Contains(h.log.String(), "illegal phase transition") {
+			t.Errorf("a program made a move its phase does not allow; log:\n%s", h.log)
+		}
 	})
 	return h
 }

@@ -74,7 +74,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// serveMetrics serves /metrics on l until the supervisor stops.
+// serveMetrics serves /metrics on l until the loop ended.
 func (s *Supervisor) serveMetrics(l net.Listener) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
@@ -83,7 +83,7 @@ func (s *Supervisor) serveMetrics(l net.Listener) {
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
-		<-s.runCtx.Done()
+		<-s.loopDone
 		srv.Close()
 	}()
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

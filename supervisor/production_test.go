@@ -82,7 +82,7 @@ func TestRestart_neverAndStart(t *testing.T) {
 	if st := h.status("app"); st.State != control.StateExited || !strings.Contains(st.Reason, "never") {
 		t.Fatalf("want exited by policy, have %+v", st)
 	}
-	if res, err := h.sup.Start("app"); err != nil || res.Generation != 2 {
+	if res, err := h.sup.StartProgram(context.Background(), "app"); err != nil || res.Generation != 2 {
 		t.Fatalf("Start: %+v %v", res, err)
 	}
 	h.stop()
@@ -94,13 +94,13 @@ func TestStopStart_socketStaysOpen(t *testing.T) {
 	h := newHarness(t, fakeProgram("app", "serve", ""))
 	h.waitEvent("app", "ready", 1)
 	addr := h.sup.Addr("app", "http")
-	if err := h.sup.Stop(context.Background(), "app"); err != nil {
+	if err := h.sup.StopProgram(context.Background(), "app"); err != nil {
 		t.Fatal(err)
 	}
 	if st := h.status("app"); st.State != control.StateStopped || st.Generation != 0 {
 		t.Fatalf("after Stop: %+v", st)
 	}
-	if _, err := h.sup.Restart("app"); !errors.Is(err, ErrStopped) {
+	if _, err := h.sup.RestartProgram(context.Background(), "app"); !errors.Is(err, ErrStopped) {
 		t.Fatalf("Restart of a stopped program: want ErrStopped, have %v", err)
 	}
 	conn, err := net.Dial("tcp", addr) // queued, not refused
@@ -109,7 +109,7 @@ func TestStopStart_socketStaysOpen(t *testing.T) {
 	}
 	defer conn.Close()
 	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-	res, err := h.sup.Start("app")
+	res, err := h.sup.StartProgram(context.Background(), "app")
 	if err != nil || res.Generation != 2 {
 		t.Fatalf("Start: %+v %v", res, err)
 	}
@@ -130,7 +130,7 @@ func TestReload_oneOfTwoPrograms(t *testing.T) {
 	if h.sup.Addr("a", "http") == h.sup.Addr("b", "http") {
 		t.Fatal("the programs share a socket")
 	}
-	results, err := h.sup.Reload(context.Background(), true, "test", "a")
+	results, err := h.sup.Reload(context.Background(), ReloadRequest{Programs: []string{"a"}, Reason: "test", Force: true})
 	if err != nil || len(results) != 1 || results[0].Program != "a" || results[0].Generation != 2 {
 		t.Fatalf("Reload a: %+v %v", results, err)
 	}
@@ -221,7 +221,7 @@ func TestControl_refusesOtherUsers(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	h := newHarness(t, "metrics { address = \"127.0.0.1:0\" }\n"+fakeProgram("app", "serve", ""))
 	h.waitEvent("app", "ready", 1)
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.Get("http://" + h.sup.metricsLn.Addr().String() + "/metrics")

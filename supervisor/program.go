@@ -3,40 +3,49 @@ package supervisor
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/baton-run/baton/supervisor/control"
-
-	"github.com/baton-run/baton/supervisor/config"
-
 	"github.com/baton-run/baton/internal/protocol"
+	"github.com/baton-run/baton/supervisor/config"
+	"github.com/baton-run/baton/supervisor/control"
 	"github.com/hashicorp/go-hclog"
 )
 
-// Errors a handover request can end with.
+// Errors a program's requests end with. Each says what happened to the
+// program, and so what to do.
 var (
 	// ErrRolledBack: the new generation exited or missed its ready
-	// timeout; the serving generation, if any, keeps serving.
+	// timeout; the serving generation keeps serving.
 	ErrRolledBack = errors.New("supervisor: rolled back")
+	// ErrStartFailed: a generation exited or missed its ready timeout
+	// while none served; the restart policy takes over.
+	ErrStartFailed = errors.New("supervisor: start failed")
 	// ErrUnchanged: a watcher saw content that already serves.
 	ErrUnchanged = errors.New("supervisor: unchanged")
 	// ErrKnownBad: a watcher saw content that already failed to start.
 	ErrKnownBad = errors.New("supervisor: this binary and config already failed to start")
-	// ErrStopping: the program is being stopped.
-	ErrStopping = errors.New("supervisor: program is stopping")
-	// ErrStopped: the program was stopped with Stop; Start it first.
+	// ErrStopping: baton is stopping, or the program left the config.
+	ErrStopping = errors.New("supervisor: program is shutting down")
+	// ErrStopped: the program was stopped on request; start it first.
 	ErrStopped = errors.New("supervisor: program is stopped; start it first")
+	// ErrStillStopping: Start came while the program's generations were
+	// still exiting after a stop.
+	ErrStillStopping = errors.New("supervisor: program is still stopping; try again once it stopped")
 )
 
-// program is one program block at run time. A single goroutine, run, owns
-// its state; everything else talks to it through events.
+// program runs one program block. A single goroutine, run, owns
+// everything below "owned by run"; everything else talks to it with
+// events (see the ev… types), and requests carry their reply channels.
+//
+// Its life is a phase (phase.go), changed only by enter. The handlers
+// below are grouped by what they react to: requests (a handover, a start,
+// a stop), then what generations do (ready, exit, deadlines).
 type program struct {
-	sup    *Supervisor
 	name   string
+	env    *programEnv
 	log    hclog.Logger // baton's events about this program
 	outLog hclog.Logger // the program's own output
 	ring   *ring        // its last output lines
@@ -44,30 +53,54 @@ type program struct {
 	events chan event
 	quit   chan struct{} // closed when run returns
 
-	// loop-owned
-	cfg            *config.Program
-	socks          []*socket // the sockets of cfg, held for it
-	gens           map[int]*generation
-	current        *generation // the newest that became ready and still runs
-	pending        *generation // starting, not ready yet
-	pendingReq     *handover
-	queued         *handover // requests that came during a handover, merged
-	nextGen        int
-	bad            map[string]string // keys that failed to start → why
-	crashes        int               // consecutive, for the backoff
-	restartAt      time.Time
-	restartT       *time.Timer
-	restartID      uint64 // the id of restartT
-	timerSeq       uint64 // ids for deadline and restart timers
-	stopping       bool
-	killedStopping bool   // a generation was killed while the program stopped
-	exitedBy       string // control.StateExited: why
-	stats          programStats
-	stopWait       []chan struct{}
-	awaitBuild     bool // baton dev: the first build has not produced a binary yet
-	paused         bool // stopped on request (Stop); Start resumes
-	pauseWait      []chan struct{}
-	lastKey        string // the key of the last generation started
+	// Owned by run.
+	phase      phase
+	cfg        *config.Program     // the config the next generation starts with
+	lease      *lease              // cfg's sockets
+	gens       map[int]*generation // every generation not reaped yet
+	current    *generation         // the serving one; set in phaseRunning only
+	attempt    *attempt            // a generation starting for a request
+	queued     *request            // requests that came during an attempt, merged
+	restarts   restartTracker      // the restart policy's state
+	restartT   timer               // armed in phaseBackoff only
+	restartAt  time.Time           // when restartT fires
+	exitReason string              // phaseExited: why it stays down
+	stopped    []chan error        // Stop callers, told when phaseStopped begins
+	bad        map[string]string   // generation keys that failed to start → why
+	lastKey    string              // the key of the last generation started
+	nextGen    int
+	timerSeq   uint64
+	stats      programStats
+	// killedInShutdown: a generation had to be killed while baton
+	// stopped, which Run reports as ErrKilled.
+	killedInShutdown bool
+}
+
+// attempt is a generation starting for a request: a first start, a
+// restart, or a handover while another generation serves.
+type attempt struct {
+	gen *generation
+	req *request
+}
+
+// request asks for a new generation, and ends with a handoverResult sent
+// to every reply channel.
+type request struct {
+	reason string
+	// force starts a generation even when its binary and config already
+	// serve or already failed to start (SIGHUP, reload, restart, start).
+	force   bool
+	cfg     *config.Program // the config to start with; nil: the program's
+	lease   *lease          // cfg's sockets; released when the request ends
+	replies []chan handoverResult
+}
+
+// handoverResult is the outcome of a request.
+type handoverResult struct {
+	Gen     int           // the generation that serves now (0 if none)
+	Binary  string        // its binary
+	ReadyIn time.Duration // how long the new generation took to be ready
+	Err     error         // ErrRolledBack, ErrStartFailed, ErrUnchanged, …
 }
 
 // programStats are a program's counters and last events.
@@ -79,26 +112,28 @@ type programStats struct {
 	LastError string              // the last failed start or handover
 }
 
-type handover struct {
-	reason   string
-	explicit bool            // SIGHUP, reload, restart: always tried
-	cfg      *config.Program // the config to start with; nil keeps the current
-	socks    []*socket
-	replies  []chan handoverResult
+// timer is a loop timer: when it fires it posts an event carrying its
+// id, and a fire whose id is not the one armed now (the timer was stopped
+// or replaced meanwhile) is ignored.
+type timer struct {
+	id   uint64
+	stop func() bool
 }
 
-// handoverResult is the outcome of a handover request.
-type handoverResult struct {
-	Gen     int           // the generation that serves now (0 if none)
-	ReadyIn time.Duration // how long the new generation took to be ready
-	Err     error         // ErrRolledBack, ErrUnchanged, ErrKnownBad, ErrStopping
+func (t *timer) cancel() {
+	if t.stop != nil {
+		t.stop()
+	}
+	*t = timer{}
 }
 
-type event interface{}
-
+// The events of a program's goroutine.
 type (
-	evHandover struct{ h *handover }
-	evStop     struct{ done chan struct{} }
+	event      interface{}
+	evRequest  struct{ req *request }
+	evStart    struct{ req *request }
+	evStop     struct{ reply chan error }
+	evShutdown struct{}
 	evKill     struct{}
 	evReady    struct{ g *generation }
 	evNotify   struct {
@@ -116,44 +151,82 @@ type (
 	}
 	evRestart struct{ id uint64 }
 	evStatus  struct{ reply chan control.ProgramStatus }
-	evPause   struct{ done chan struct{} }
-	evResume  struct{ h *handover }
 )
 
-func newProgram(sup *Supervisor, cfg *config.Program, socks []*socket) *program {
-	return &program{
-		sup:    sup,
-		name:   cfg.Name,
-		log:    sup.log.With("program", cfg.Name),
-		outLog: sup.outLog.Named(cfg.Name),
-		events: make(chan event),
-		quit:   make(chan struct{}),
-		cfg:    cfg,
-		socks:  socks,
-		gens:   map[int]*generation{},
-		ring:   newRing(),
-		bad:    map[string]string{},
-		// baton dev starts the program with its first good build.
-		awaitBuild: sup.building(cfg),
+// newProgram returns a program that starts with cfg and its lease when
+// run, or waits for its first build (phaseBuilding) in baton dev.
+func newProgram(env *programEnv, cfg *config.Program, l *lease, building bool) *program {
+	p := &program{
+		name:     cfg.Name,
+		env:      env,
+		log:      env.log.With("program", cfg.Name),
+		outLog:   env.outLog.Named(cfg.Name),
+		events:   make(chan event),
+		quit:     make(chan struct{}),
+		ring:     newRing(),
+		phase:    phaseStarting,
+		cfg:      cfg,
+		lease:    l,
+		gens:     map[int]*generation{},
+		bad:      map[string]string{},
+		restarts: restartTracker{policy: cfg.Restart},
+	}
+	if building {
+		p.phase = phaseBuilding
+	}
+	return p
+}
+
+// run is the program's goroutine: it starts the first generation and
+// returns once the program shut down and every generation was reaped.
+func (p *program) run() {
+	defer close(p.quit)
+	if p.phase == phaseStarting {
+		p.begin(&request{reason: "start", force: true})
+	}
+	for p.phase != phaseShutdown || len(p.gens) > 0 {
+		p.handle(<-p.events)
+	}
+	p.lease.release()
+	p.log.Info("stopped")
+}
+
+func (p *program) handle(ev event) {
+	switch ev := ev.(type) {
+	case evRequest:
+		p.onRequest(ev.req)
+	case evStart:
+		p.onStart(ev.req)
+	case evStop:
+		p.onStop(ev.reply)
+	case evShutdown:
+		p.onShutdown()
+	case evKill:
+		p.onShutdown()
+		for _, g := range p.gens {
+			p.kill(g, "immediate stop (SIGQUIT)")
+		}
+	case evReady:
+		p.onReady(ev.g)
+	case evNotify:
+		p.onNotify(ev.g, ev.msg)
+	case evDeadline:
+		p.onDeadline(ev)
+	case evExit:
+		p.onExit(ev.g, ev.st)
+	case evRestart:
+		p.onRestartTimer(ev.id)
+	case evStatus:
+		ev.reply <- p.status()
 	}
 }
 
-// output takes a line of a generation's output: into the program's ring
-// for baton logs, and into its log file when it has one, baton's log
-// otherwise. It runs on the generation's pump goroutines.
-func (p *program) output(g *generation, line []byte) {
-	now := time.Now()
-	p.ring.add(LogLine{Time: now, Generation: g.n, Text: string(line)})
-	if f := p.sup.logFiles.get(g.cfg.Log); f != nil {
-		if _, err := f.Write(formatLine(now, g.n, g.pid, string(line))); err != nil {
-			p.logErr.Do(func() {
-				p.log.Error("cannot write the program's log file; its output goes to baton's log", "file", g.cfg.Log.Path, "error", err)
-			})
-			reemit(g.log, line)
-		}
-		return
+// enter moves the program to phase next.
+func (p *program) enter(next phase) {
+	if !p.phase.allows(next) {
+		p.log.Error("bug", "error", errIllegalTransition(p.phase, next))
 	}
-	reemit(g.log, line)
+	p.phase = next
 }
 
 // post delivers ev to the loop, or drops it once the loop has ended.
@@ -164,275 +237,298 @@ func (p *program) post(ev event) {
 	}
 }
 
-// request asks the loop for a handover and waits for its outcome. posted,
-// if not nil, is told once the loop has the request.
-func (p *program) request(h *handover, posted chan<- struct{}) handoverResult {
+// request asks the loop for a new generation and waits for the outcome.
+func (p *program) request(req *request) handoverResult {
 	reply := make(chan handoverResult, 1)
-	h.replies = []chan handoverResult{reply}
+	req.replies = append(req.replies, reply)
 	select {
-	case p.events <- evHandover{h}:
-		if posted != nil {
-			posted <- struct{}{}
-		}
+	case p.events <- evRequest{req}:
+		return <-reply
 	case <-p.quit:
-		if posted != nil {
-			posted <- struct{}{}
-		}
-		if h.socks != nil {
-			p.sup.sockets.releaseAll(h.socks)
-		}
+		req.lease.release()
 		return handoverResult{Err: ErrStopping}
 	}
-	return <-reply
 }
 
-// run is the program's goroutine. It starts the first generation and
-// returns once the program was stopped and every generation was reaped.
-func (p *program) run() {
-	defer close(p.quit)
-	if !p.awaitBuild {
-		p.begin(&handover{reason: "start", explicit: true})
-	}
-	for {
-		ev := <-p.events
-		p.handle(ev)
-		if p.stopping && len(p.gens) == 0 && p.pending == nil {
-			p.finish()
+// ---- Requests ----
+
+// onRequest: a reload, a watcher, a build or Restart wants a new
+// generation.
+func (p *program) onRequest(req *request) {
+	switch p.phase {
+	case phaseShutdown:
+		p.end(req, handoverResult{Err: ErrStopping})
+	case phaseStopping, phaseStopped:
+		// A stopped program takes the new config for its next start.
+		p.adopt(req)
+		p.end(req, handoverResult{Err: ErrStopped})
+	case phaseStarting, phaseRunning:
+		if p.attempt != nil {
+			p.enqueue(req)
 			return
 		}
+		p.begin(req)
+	default: // building, backoff, exited
+		p.begin(req)
 	}
 }
 
-func (p *program) handle(ev event) {
-	switch ev := ev.(type) {
-	case evHandover:
-		p.onHandover(ev.h)
-	case evReady:
-		p.onReady(ev.g)
-	case evNotify:
-		p.onNotify(ev.g, ev.msg)
-	case evDeadline:
-		p.onDeadline(ev)
-	case evExit:
-		p.onExit(ev.g, ev.st)
-	case evRestart:
-		if p.restartT != nil && ev.id == p.restartID {
-			p.restartT = nil
-			if !p.stopping && p.current == nil && p.pending == nil {
-				p.stats.Restarts++
-				p.begin(&handover{reason: "restart", explicit: true})
-			}
+// onStart: an operator starts the program (baton start).
+func (p *program) onStart(req *request) {
+	switch p.phase {
+	case phaseShutdown:
+		p.end(req, handoverResult{Err: ErrStopping})
+	case phaseStopping:
+		p.end(req, handoverResult{Err: ErrStillStopping})
+	case phaseStarting:
+		// It starts already: the caller waits for that start.
+		p.attempt.req.replies = append(p.attempt.req.replies, req.replies...)
+		req.replies = nil
+		p.end(req, handoverResult{})
+	case phaseRunning, phaseBuilding:
+		// Serving, or starting with its first good build.
+		p.end(req, p.serving(nil))
+	default: // stopped, backoff, exited
+		if p.phase == phaseStopped {
+			p.log.Info("starting the program on request")
 		}
-	case evStop:
-		p.stopWait = append(p.stopWait, ev.done)
-		p.stopAll()
-	case evKill:
-		p.stopAll()
-		for _, g := range p.gens {
-			p.kill(g, "immediate stop (SIGQUIT)")
-		}
-	case evStatus:
-		ev.reply <- p.status()
-	case evPause:
-		p.onPause(ev.done)
-	case evResume:
-		p.onResume(ev.h)
-	}
-	if p.paused && len(p.gens) == 0 {
-		for _, c := range p.pauseWait {
-			close(c)
-		}
-		p.pauseWait = nil
+		p.restarts.reset()
+		req.force = true
+		p.begin(req)
 	}
 }
 
-// onPause stops every generation but keeps the program, its config and
-// its sockets: clients wait in the accept queue until it starts again.
-func (p *program) onPause(done chan struct{}) {
-	p.pauseWait = append(p.pauseWait, done)
-	if p.paused || p.stopping {
+// onStop: an operator stops the program (baton stop). Its generations
+// stop; its config and sockets stay, so clients wait in the accept queue
+// until it starts again.
+func (p *program) onStop(reply chan error) {
+	switch p.phase {
+	case phaseShutdown:
+		reply <- ErrStopping
+		return
+	case phaseStopped:
+		reply <- nil
+		return
+	case phaseStopping:
+	default:
+		p.log.Info("stopping the program on request; its sockets stay open")
+		p.halt(ErrStopped)
+		p.enter(phaseStopping)
+	}
+	p.stopped = append(p.stopped, reply)
+	p.checkStopped()
+}
+
+// onShutdown: baton stops, or the program left the config.
+func (p *program) onShutdown() {
+	if p.phase == phaseShutdown {
 		return
 	}
-	p.paused = true
-	p.log.Info("stopping the program on request; its sockets stay open")
-	if p.restartT != nil {
-		p.restartT.Stop()
-		p.restartT = nil
+	p.log.Info("stopping")
+	p.halt(ErrStopping)
+	p.enter(phaseShutdown)
+	for _, c := range p.stopped {
+		c <- ErrStopping
+	}
+	p.stopped = nil
+}
+
+// halt ends everything under way and sends every generation its stop
+// signal: the restart timer, the attempt and the queued requests (which
+// end with err), the serving generation.
+func (p *program) halt(err error) {
+	p.restartT.cancel()
+	if a := p.attempt; a != nil {
+		p.attempt = nil
+		p.end(a.req, handoverResult{Err: err})
 	}
 	if q := p.queued; q != nil {
 		p.queued = nil
-		p.drop(q, ErrStopped)
+		p.end(q, handoverResult{Err: err})
 	}
+	p.current = nil
 	for _, g := range p.gens {
 		p.stop(g)
 	}
 }
 
-func (p *program) onResume(h *handover) {
-	if p.stopping {
-		p.reply(h, ErrStopping)
+// checkStopped ends phaseStopping once no generation is left.
+func (p *program) checkStopped() {
+	if p.phase != phaseStopping || len(p.gens) > 0 {
 		return
 	}
-	if !p.paused {
-		if p.current == nil && p.pending == nil && p.restartT == nil && !p.awaitBuild {
-			p.begin(h) // down by its restart policy: start it
+	p.enter(phaseStopped)
+	for _, c := range p.stopped {
+		c <- nil
+	}
+	p.stopped = nil
+}
+
+// enqueue merges req into the requests waiting for the attempt under way:
+// one more handover follows it, with the newest config.
+func (p *program) enqueue(req *request) {
+	p.log.Debug("handover requested during a handover: queued", "reason", req.reason)
+	q := p.queued
+	if q == nil {
+		p.queued = req
+		return
+	}
+	q.force = q.force || req.force
+	q.reason = req.reason
+	if req.cfg != nil {
+		q.lease.release()
+		q.cfg, q.lease = req.cfg, req.lease.clone()
+	}
+	q.replies = append(q.replies, req.replies...)
+	req.replies = nil
+	p.end(req, handoverResult{})
+}
+
+// next starts the queued request once no attempt is under way.
+func (p *program) next() {
+	if q := p.queued; q != nil && p.attempt == nil {
+		p.queued = nil
+		p.begin(q)
+	}
+}
+
+// adopt makes req's config the program's.
+func (p *program) adopt(req *request) {
+	if req.cfg == nil {
+		return
+	}
+	p.lease.release()
+	p.cfg, p.lease = req.cfg, req.lease.clone()
+	p.restarts.policy = req.cfg.Restart
+}
+
+// end answers req and releases what it holds.
+func (p *program) end(req *request, res handoverResult) {
+	for _, c := range req.replies {
+		c <- res
+	}
+	req.replies = nil
+	req.lease.release()
+}
+
+// serving is the result that names the serving generation, with err.
+func (p *program) serving(err error) handoverResult {
+	if g := p.current; g != nil {
+		return handoverResult{Gen: g.n, Binary: g.cfg.Command[0], Err: err}
+	}
+	return handoverResult{Err: err}
+}
+
+// begin starts a generation for req, unless req is not forced and its
+// binary and config already serve, or already failed.
+func (p *program) begin(req *request) {
+	cfg, l := p.cfg, p.lease
+	if req.cfg != nil {
+		cfg, l = req.cfg, req.lease
+	}
+	path, key, err := p.env.resolve(cfg)
+	if err == nil && !req.force {
+		if err := p.skip(req, key); err != nil {
+			p.end(req, p.serving(err))
 			return
 		}
-		p.reply(h, nil) // already running, or starting
-		return
 	}
-	if len(p.gens) > 0 {
-		p.reply(h, fmt.Errorf("supervisor: program is still stopping; try again once it stopped"))
-		return
-	}
-	p.paused, p.crashes = false, 0
-	p.log.Info("starting the program on request")
-	p.begin(h)
-}
-
-func (p *program) onHandover(h *handover) {
-	if p.stopping {
-		p.drop(h, ErrStopping)
-		return
-	}
-	if p.paused {
-		// A stopped program takes a new config for its next start.
-		if h.cfg != nil {
-			p.sup.sockets.releaseAll(p.socks)
-			p.cfg, p.socks = h.cfg, h.socks
-			h.socks = nil
-		}
-		p.reply(h, ErrStopped)
-		return
-	}
-	if p.pending != nil {
-		// One handover at a time: requests that come meanwhile are merged
-		// into one more, started when this one ends.
-		if q := p.queued; q != nil {
-			q.explicit = q.explicit || h.explicit
-			q.reason = h.reason
-			if h.cfg != nil {
-				if q.socks != nil {
-					p.sup.sockets.releaseAll(q.socks)
-				}
-				q.cfg, q.socks = h.cfg, h.socks
-			}
-			q.replies = append(q.replies, h.replies...)
-		} else {
-			p.queued = h
-		}
-		p.log.Debug("handover requested during a handover: queued", "reason", h.reason)
-		return
-	}
-	p.begin(h)
-}
-
-// begin starts a generation for h.
-func (p *program) begin(h *handover) {
-	if p.restartT != nil {
-		p.restartT.Stop()
-		p.restartT = nil
-	}
-	cfg, socks := p.cfg, p.socks
-	if h.cfg != nil {
-		cfg, socks = h.cfg, h.socks
-	}
-	path, key, err := executable(cfg)
-	if err == nil && !h.explicit && p.skip(h, key) {
-		return
-	}
-	p.exitedBy = ""
+	p.restartT.cancel()
+	p.exitReason = ""
 	p.nextGen++
 	n := p.nextGen
 	if err != nil {
-		p.failed(h, n, fmt.Sprintf("cannot start: %v", err), "")
+		p.failStart(req, n, fmt.Sprintf("cannot start: %v", err), "")
 		return
 	}
-	p.awaitBuild, p.lastKey = false, key
-	p.sup.sockets.hold(socks)
-	g, err := spawn(spawnSpec{
-		program: p.name, n: n, cfg: cfg, path: path, key: key, sockets: socks,
-		runDir: p.sup.runDir, baseEnv: p.sup.baseEnv, logger: p.outLog, spawner: p.sup.spawner,
-		output: p.output,
+	p.lastKey = key
+	g, err := p.env.start(spawnSpec{
+		program: p.name, n: n, cfg: cfg, path: path, key: key, lease: l.clone(),
+		post: p.post, output: p.output,
 	})
 	if err != nil {
-		p.sup.sockets.releaseAll(socks)
-		p.failed(h, n, fmt.Sprintf("cannot start: %v", err), "")
+		p.failStart(req, n, fmt.Sprintf("cannot start: %v", err), "")
 		return
 	}
 	p.gens[n] = g
-	p.pending, p.pendingReq = g, h
-	p.log.Info("starting", "gen", n, "pid", g.pid, "reason", h.reason, "command", strings.Join(cfg.Command, " "))
-	go p.reap(g)
-	go g.notify.read(
-		func(m protocol.Message) { p.post(evNotify{g, m}) },
-		func(err error) { p.log.Debug("bad notify message", "gen", n, "error", err) },
-	)
-	p.timer(g, cfg.Ready.Timeout, "start")
-	switch cfg.Ready.Mode {
-	case config.ReadyDelay:
-		time.AfterFunc(cfg.Ready.Delay, func() { p.post(evReady{g}) })
-	case config.ReadyHTTP:
-		go p.probe(g)
+	p.attempt = &attempt{gen: g, req: req}
+	if p.current != nil {
+		p.enter(phaseRunning)
+	} else {
+		p.enter(phaseStarting)
 	}
+	p.log.Info("starting", "gen", n, "pid", g.pid, "reason", req.reason, "command", strings.Join(cfg.Command, " "))
+	g.deadline = p.armTimer(cfg.Ready.Timeout, func(id uint64) event { return evDeadline{g: g, id: id, during: "start"} })
 }
 
-// skip reports whether a watcher-requested generation would run what
-// already serves or already failed, and then ends h.
-func (p *program) skip(h *handover, key string) bool {
-	if (p.current != nil && p.current.key == key) || (p.current == nil && p.pending == nil && p.lastKey == key) {
-		p.log.Info("change ignored: this binary and config already serve", "reason", h.reason)
-		p.drop(h, ErrUnchanged)
-		return true
+// skip returns why a request that is not forced does not start its
+// generation: what it would run already serves (or is the last that was
+// tried, when none serves), or already failed to start.
+func (p *program) skip(req *request, key string) error {
+	if (p.current != nil && p.current.key == key) || (p.current == nil && p.lastKey == key) {
+		p.log.Info("change ignored: this binary and config already serve", "reason", req.reason)
+		return ErrUnchanged
 	}
 	if why, bad := p.bad[key]; bad {
-		p.log.Warn("change ignored: this binary and config already failed to start; change them, or reload explicitly to retry", "reason", h.reason, "failure", why)
-		p.drop(h, fmt.Errorf("%w: %s", ErrKnownBad, why))
-		return true
+		p.log.Warn("change ignored: this binary and config already failed to start; change them, or reload explicitly to retry", "reason", req.reason, "failure", why)
+		return fmt.Errorf("%w: %s", ErrKnownBad, why)
 	}
-	return false
+	return nil
 }
 
-// drop ends h without a generation, releasing what it holds, and starts
-// the next queued request.
-func (p *program) drop(h *handover, err error) {
-	if h.socks != nil {
-		p.sup.sockets.releaseAll(h.socks)
-		h.socks = nil
+// failStart ends req, whose generation n did not become ready: the
+// serving generation keeps serving (a rollback), or, when none serves,
+// the queued request or the restart policy takes over.
+func (p *program) failStart(req *request, n int, why, output string) {
+	p.stats.LastError = fmt.Sprintf("gen %d: %s", n, why)
+	args := []any{"gen", n, "why", why}
+	if p.current != nil {
+		args = append(args, "serving_gen", p.current.n)
 	}
-	p.reply(h, err)
-	p.next()
+	if output != "" {
+		args = append(args, "output", output)
+	}
+	if p.current != nil {
+		p.stats.Rollbacks++
+		p.log.Error("rollback: the new generation failed; the serving one keeps serving", args...)
+		p.end(req, p.serving(fmt.Errorf("%w: gen %d: %s", ErrRolledBack, n, why)))
+		p.next()
+		return
+	}
+	p.log.Error("start failed", args...)
+	p.end(req, handoverResult{Err: fmt.Errorf("%w: gen %d: %s", ErrStartFailed, n, why)})
+	if p.queued != nil {
+		p.next() // a newer request comes first
+		return
+	}
+	p.down(false, 0)
 }
 
-// timer arms g's deadline: the ready timeout during "start", the stop
-// timeout during "stop". A deadline event that fires after the timer was
-// replaced carries an old id and is ignored.
-func (p *program) timer(g *generation, d time.Duration, during string) {
-	p.timerSeq++
-	id := p.timerSeq
-	if g.deadline != nil {
-		g.deadline.Stop()
+// down applies the restart policy once no generation serves or starts.
+func (p *program) down(clean bool, uptime time.Duration) {
+	d := p.restarts.next(clean, uptime, p.env.jitter())
+	if !d.restart {
+		p.exitReason = d.reason
+		p.enter(phaseExited)
+		p.log.Warn("not restarting; the listening socket stays open, start the program with baton start or a reload", "because", d.reason)
+		return
 	}
-	g.deadlineID = id
-	g.deadline = time.AfterFunc(d, func() { p.post(evDeadline{g: g, id: id, during: during}) })
+	p.restartAt = time.Now().Add(d.delay)
+	p.restartT = p.armTimer(d.delay, func(id uint64) event { return evRestart{id} })
+	p.enter(phaseBackoff)
+	p.log.Info("restarting after a backoff; the listening socket stays open meanwhile", "in", d.delay.Round(time.Millisecond), "consecutive_failures", d.attempt)
 }
 
-func (p *program) reap(g *generation) {
-	st := g.wait()
-	// The output of its last moments explains a failure: read it to the
-	// end first. The group is dead, so the pipes close, unless a process
-	// that left the group holds them: the wait is bounded.
-	out := make(chan struct{})
-	go func() {
-		g.pumps.Wait()
-		close(out)
-	}()
-	select {
-	case <-out:
-	case <-time.After(2 * time.Second):
+func (p *program) onRestartTimer(id uint64) {
+	if p.phase != phaseBackoff || id != p.restartT.id {
+		return
 	}
-	p.post(evExit{g, st})
+	p.restartT = timer{}
+	p.stats.Restarts++
+	p.begin(&request{reason: "restart", force: true})
 }
+
+// ---- What generations do ----
 
 func (p *program) onNotify(g *generation, m protocol.Message) {
 	if p.gens[g.n] != g {
@@ -441,68 +537,61 @@ func (p *program) onNotify(g *generation, m protocol.Message) {
 	if m.HasStatus {
 		g.status = m.Status
 	}
-	if m.ExtendTimeoutUsec > 0 && g.deadline != nil && (g == p.pending || !g.stopAt.IsZero()) {
+	starting := p.attempt != nil && p.attempt.gen == g
+	if m.ExtendTimeoutUsec > 0 && g.deadline.id != 0 && (starting || !g.stopAt.IsZero()) {
 		// The program asks for more time to start or to stop.
 		during := "start"
 		if !g.stopAt.IsZero() {
 			during = "stop"
 		}
-		p.timer(g, time.Duration(m.ExtendTimeoutUsec)*time.Microsecond, during)
+		g.deadline.cancel()
+		g.deadline = p.armTimer(time.Duration(m.ExtendTimeoutUsec)*time.Microsecond, func(id uint64) event { return evDeadline{g: g, id: id, during: during} })
 	}
 	if m.Ready {
 		p.onReady(g)
 	}
 }
 
+// onReady: a generation is ready. Only the attempt's generation counts,
+// and only while it was not told to stop or killed: a READY that comes
+// late (after the ready timeout, after a stop signal) changes nothing.
 func (p *program) onReady(g *generation) {
-	if g != p.pending || g.ready || g.killed != "" {
-		return // READY after the ready timeout, or from a generation that was already handled
+	a := p.attempt
+	if a == nil || a.gen != g || g.ready || g.killed != "" || !g.stopAt.IsZero() {
+		return
 	}
 	g.ready, g.readyAt = true, time.Now()
-	if g.deadline != nil {
-		g.deadline.Stop()
-		g.deadline = nil
-	}
-	h := p.pendingReq
-	p.pending, p.pendingReq = nil, nil
-	if h.cfg != nil {
-		p.sup.sockets.releaseAll(p.socks)
-		p.cfg, p.socks = h.cfg, h.socks
-		h.socks = nil
-	}
+	g.deadline.cancel()
+	p.attempt = nil
+	p.adopt(a.req)
 	old := p.current
 	p.current = g
+	p.enter(phaseRunning)
 	readyIn := g.readyAt.Sub(g.started).Round(time.Millisecond)
 	if old != nil {
 		p.stats.Handovers++
-		p.sup.metrics.observeHandover(p.name, readyIn)
+		p.env.handedOver(p.name, readyIn)
 		p.log.Info("handover: new generation ready, stopping the old one", "gen", g.n, "pid", g.pid, "ready_in", readyIn, "old_gen", old.n, "old_pid", old.pid)
 		p.stop(old)
 	} else {
 		p.log.Info("ready", "gen", g.n, "pid", g.pid, "ready_in", readyIn)
 	}
-	p.sup.observe(p.name, "ready", g.n)
-	p.replyResult(h, handoverResult{Gen: g.n, ReadyIn: readyIn})
+	p.env.observe(Event{Program: p.name, What: "ready", Generation: g.n})
+	res := p.serving(nil)
+	res.ReadyIn = readyIn
+	p.end(a.req, res)
 	p.next()
-}
-
-// next starts the queued handover, if any.
-func (p *program) next() {
-	if q := p.queued; q != nil && p.pending == nil && !p.stopping {
-		p.queued = nil
-		p.begin(q)
-	}
 }
 
 func (p *program) onDeadline(ev evDeadline) {
 	g := ev.g
-	if p.gens[g.n] != g || g.deadlineID != ev.id {
+	if p.gens[g.n] != g || g.deadline.id != ev.id {
 		return
 	}
-	g.deadline = nil
+	g.deadline = timer{}
 	switch ev.during {
 	case "start":
-		if g == p.pending && !g.ready {
+		if p.attempt != nil && p.attempt.gen == g && !g.ready {
 			p.kill(g, fmt.Sprintf("not ready within %v", g.cfg.Ready.Timeout))
 		}
 	case "stop":
@@ -516,7 +605,9 @@ func (p *program) stop(g *generation) {
 		return
 	}
 	g.stopAt = time.Now()
-	p.timer(g, g.cfg.Stop.Timeout, "stop")
+	g.stopReady()
+	g.deadline.cancel()
+	g.deadline = p.armTimer(g.cfg.Stop.Timeout, func(id uint64) event { return evDeadline{g: g, id: id, during: "stop"} })
 	if err := g.signal(g.cfg.Stop.Signal); err != nil && !errors.Is(err, syscall.ESRCH) {
 		p.log.Warn("cannot signal the generation", "gen", g.n, "error", err)
 	}
@@ -528,37 +619,31 @@ func (p *program) kill(g *generation, why string) {
 		return
 	}
 	g.killed = why
-	if g.deadline != nil {
-		g.deadline.Stop()
-		g.deadline = nil
-	}
+	g.stopReady()
+	g.deadline.cancel()
 	p.log.Warn("killing the generation", "gen", g.n, "pid", g.pid, "why", why)
 	g.signal(syscall.SIGKILL)
 }
 
+// onExit: a generation was reaped.
 func (p *program) onExit(g *generation, st processStatus) {
 	if p.gens[g.n] != g {
 		return
 	}
 	delete(p.gens, g.n)
-	if g.deadline != nil {
-		g.deadline.Stop()
-		g.deadline = nil
-	}
-	g.notify.close()
-	p.sup.sockets.releaseAll(g.sockets)
-	close(g.done)
+	g.deadline.cancel()
+	g.close()
 	now := time.Now()
 	rec := &control.ExitRecord{Generation: g.n, PID: g.pid, Code: st.Code, Signal: st.Signal, At: now,
 		Uptime: now.Sub(g.started), Killed: g.killed, Status: g.status}
 	if !g.stopAt.IsZero() {
 		rec.Drain = now.Sub(g.stopAt)
 	}
-	if g.killed != "" && p.stopping {
-		p.killedStopping = true
+	if g.killed != "" && p.phase == phaseShutdown {
+		p.killedInShutdown = true
 	}
 	p.stats.LastExit = rec
-	p.sup.observe(p.name, "exit", g.n)
+	p.env.observe(Event{Program: p.name, What: "exit", Generation: g.n})
 
 	args := []any{"gen", g.n, "pid", g.pid, "status", st.String(), "uptime", rec.Uptime.Round(time.Millisecond)}
 	if !g.stopAt.IsZero() {
@@ -570,36 +655,28 @@ func (p *program) onExit(g *generation, st processStatus) {
 	if g.killed != "" {
 		args = append(args, "killed", g.killed)
 	}
-
 	switch {
-	case g == p.pending:
+	case p.attempt != nil && p.attempt.gen == g:
+		p.log.Info("generation exited", args...)
 		why := st.String() + " before it was ready"
 		if g.killed != "" {
 			why = g.killed
 		}
-		p.log.Info("generation exited", args...)
-		p.pending = nil
-		h := p.pendingReq
-		p.pendingReq = nil
-		if p.stopping || p.paused {
-			p.drop(h, ErrStopped)
-			return
-		}
+		req := p.attempt.req
+		p.attempt = nil
 		p.bad[g.key] = why
-		p.failed(h, g.n, why, g.out.String())
+		p.failStart(req, g.n, why, g.out.String())
 	case g == p.current:
 		p.current = nil
-		if !g.stopAt.IsZero() {
-			p.log.Info("generation exited", args...)
-			return
-		}
 		if st.clean() {
 			p.log.Warn("serving generation exited on its own", args...)
 		} else {
 			p.log.Error("serving generation crashed", append(args, "output", g.out.String())...)
 		}
-		if p.pending == nil {
-			p.restart(rec, st)
+		if p.attempt != nil {
+			p.enter(phaseStarting) // the handover under way may yet serve
+		} else {
+			p.down(st.clean(), rec.Uptime)
 		}
 	default:
 		level := hclog.Info
@@ -608,121 +685,30 @@ func (p *program) onExit(g *generation, st processStatus) {
 		}
 		p.log.Log(level, "generation exited", args...)
 	}
+	p.checkStopped()
 }
 
-// failed ends handover h, whose generation n did not become ready: the
-// serving generation keeps serving, or, when none serves, the restart
-// policy takes over.
-func (p *program) failed(h *handover, n int, why, output string) {
-	p.stats.LastError = fmt.Sprintf("gen %d: %s", n, why)
-	if p.current != nil {
-		p.stats.Rollbacks++
-		args := []any{"gen", n, "why", why, "serving_gen", p.current.n}
-		if output != "" {
-			args = append(args, "output", output)
-		}
-		p.log.Error("rollback: the new generation failed; the serving one keeps serving", args...)
-	} else {
-		args := []any{"gen", n, "why", why}
-		if output != "" {
-			args = append(args, "output", output)
-		}
-		p.log.Error("start failed", args...)
-	}
-	err := fmt.Errorf("%w: gen %d: %s", ErrRolledBack, n, why)
-	if p.current == nil && !p.stopping && p.queued == nil {
-		p.restart(&control.ExitRecord{Generation: n}, processStatus{Code: -1})
-	}
-	p.drop(h, err)
-}
-
-// restart applies the restart policy after the program went down.
-func (p *program) restart(rec *control.ExitRecord, st processStatus) {
-	if p.paused {
-		return
-	}
-	if p.queued != nil {
-		p.next() // a requested start comes first
-		return
-	}
-	pol := p.cfg.Restart
-	switch {
-	case pol.Policy == config.RestartNever:
-		p.exitedBy = "restart policy \"never\""
-	case pol.Policy == config.RestartOnFailure && st.clean():
-		p.exitedBy = "exit status 0 and restart policy \"on-failure\""
-	}
-	if p.exitedBy != "" {
-		p.log.Warn("not restarting; the listening socket stays open, start the program with baton start or a reload", "because", p.exitedBy)
-		return
-	}
-	if rec.Uptime >= pol.ResetAfter {
-		p.crashes = 0
-	}
-	p.crashes++
-	d := backoff(pol, p.crashes, rand.Float64())
-	p.restartAt = time.Now().Add(d)
-	p.log.Info("restarting after a backoff; the listening socket stays open meanwhile", "in", d.Round(time.Millisecond), "consecutive_failures", p.crashes)
+// armTimer starts a loop timer that posts ev(id) after d.
+func (p *program) armTimer(d time.Duration, ev func(id uint64) event) timer {
 	p.timerSeq++
 	id := p.timerSeq
-	p.restartID = id
-	p.restartT = time.AfterFunc(d, func() { p.post(evRestart{id}) })
+	return timer{id: id, stop: p.env.after(d, func() { p.post(ev(id)) })}
 }
 
-// backoff is the wait before restart number n (1, 2, …): the backoff
-// doubled each time, capped at max_backoff, less up to 20 % of jitter so
-// that programs that failed together do not restart together.
-func backoff(pol config.RestartConfig, n int, jitter float64) time.Duration {
-	d := pol.Backoff
-	for i := 1; i < n && d < pol.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, pol.MaxBackoff)
-	return d - time.Duration(float64(d)*0.2*jitter)
-}
-
-// stopAll stops every generation and refuses further handovers.
-func (p *program) stopAll() {
-	if !p.stopping {
-		p.stopping = true
-		p.log.Info("stopping")
-	}
-	if p.restartT != nil {
-		p.restartT.Stop()
-		p.restartT = nil
-	}
-	if q := p.queued; q != nil {
-		p.queued = nil
-		p.drop(q, ErrStopping)
-	}
-	for _, g := range p.gens {
-		p.stop(g)
-	}
-}
-
-func (p *program) finish() {
-	p.sup.sockets.releaseAll(p.socks)
-	p.socks = nil
-	p.log.Info("stopped")
-	for _, c := range p.stopWait {
-		close(c)
-	}
-}
-
-func (p *program) reply(h *handover, err error) {
-	gen := 0
-	if p.current != nil {
-		gen = p.current.n
-	}
-	p.replyResult(h, handoverResult{Gen: gen, Err: err})
-}
-
-func (p *program) replyResult(h *handover, res handoverResult) {
-	if h == nil {
+// output takes a line of a generation's output: into the program's ring
+// for baton logs, and into its log file when it has one, baton's log
+// otherwise. It runs on the generation's pump goroutines.
+func (p *program) output(g *generation, line []byte) {
+	now := time.Now()
+	p.ring.add(LogLine{Time: now, Generation: g.n, Text: string(line)})
+	if f := p.env.logFiles.get(g.cfg.Log); f != nil {
+		if _, err := f.Write(formatLine(now, g.n, g.pid, string(line))); err != nil {
+			p.logErr.Do(func() {
+				p.log.Error("cannot write the program's log file; its output goes to baton's log", "file", g.cfg.Log.Path, "error", err)
+			})
+			reemit(g.log, line)
+		}
 		return
 	}
-	for _, c := range h.replies {
-		c <- res
-	}
-	h.replies = nil
+	reemit(g.log, line)
 }

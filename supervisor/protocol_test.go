@@ -41,7 +41,7 @@ program "c" {
 	if first.Status != "serving from C" {
 		t.Fatalf("STATUS: want %q, have %q", "serving from C", first.Status)
 	}
-	if _, err := h.sup.Reload(context.Background(), true, "test"); err != nil {
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	h.waitEvent("c", "exit", 1)

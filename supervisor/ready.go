@@ -17,18 +17,18 @@ import (
 var probeInterval = 100 * time.Millisecond
 
 // probe checks an HTTP readiness path until it answers 2xx from g itself,
-// then reports g ready. It ends when g exits.
+// then calls ready. It ends when g exits.
 //
 // During a handover the old generation accepts on the same socket, so an
 // answer proves nothing unless it came from g. For a TCP listener the
 // probe finds the server side of its connection in /proc/net/tcp and only
 // counts a connection that g's process accepted. A unix-socket listener
 // offers no such attribution; there any 2xx counts (config check warns).
-func (p *program) probe(g *generation) {
+func probe(g *generation, ready func()) {
 	var s *socket
 	for i, l := range g.cfg.Listeners {
 		if l.Name == g.cfg.Ready.Listener {
-			s = g.sockets[i]
+			s = g.lease.sockets[i]
 		}
 	}
 	if s == nil {
@@ -43,7 +43,7 @@ func (p *program) probe(g *generation) {
 		case <-t.C:
 		}
 		if err := probeOnce(s, g.cfg.Ready.Path, g.pid); err == nil {
-			p.post(evReady{g})
+			ready()
 			return
 		} else {
 			g.log.Trace("readiness probe", "result", err)

@@ -107,7 +107,8 @@ program "app" {
 	proctest.Replace(t, h.file, build(`, FAKE_FAIL = "1"`))
 	open()
 	line, ok = console.Wait("build failed", 1, waitLong)
-	if !ok || !strings.Contains(line, "gen 2 keeps serving") || !strings.Contains(console.String(), "main.go:3:1: syntax error") {
+	_, detail := console.Wait("main.go:3:1: syntax error", 1, waitLong)
+	if !ok || !strings.Contains(line, "gen 2 keeps serving") || !detail {
 		t.Fatalf("failed build: %q\nconsole:\n%s", line, console)
 	}
 	if st := h.status("app"); st.Generation != 2 || st.State != control.StateRunning {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,70 +25,138 @@ import (
 // generation: switching it to blocking mode under a running Go child
 // leaves it stuck in accept(2) while it should drain.
 type socket struct {
-	key     string // Listener.key
+	key     string // config.Listener.Key, or "fd:" and the name systemd gave it
 	address string // as configured
 	bound   string // as bound: the port of ":0" resolved
 	file    *os.File
 	unix    string // path of a unix socket we created, removed on close
 	ino     uint64 // its inode, so we never remove someone else's file
-	refs    int
+	refs    int    // leases held on it; guarded by the pool's mutex
 	// systemd passed it to baton: it is never closed, so that it can
 	// serve again if a reload brings its listener back.
 	inherited bool
 }
 
-// sockets is the supervisor's table of open listening sockets, shared by
-// its programs and counted by reference: a socket closes when no program
-// config and no running generation uses it any more.
-type sockets struct {
+// socketPool is the supervisor's table of open listening sockets, shared
+// by its programs. Whoever needs sockets holds a lease on them: a program
+// for its config, a generation while it runs, a reload request until it
+// ends. Each lease is released exactly once, by its holder; a socket
+// closes when the last lease on it is released. (caddy's UsagePool is
+// the model.)
+type socketPool struct {
 	mu    sync.Mutex
-	byKey map[string]*socket
+	byKey map[string]*socket // refs counts the leases on each
 	// inherited are sockets baton itself was given by systemd, by name.
+	// They are never closed, so that a reload that brings their listener
+	// back can serve them again.
 	inherited map[string]*os.File
 }
 
-func newSockets() *sockets {
-	return &sockets{byKey: map[string]*socket{}, inherited: map[string]*os.File{}}
+func newSocketPool() *socketPool {
+	return &socketPool{byKey: map[string]*socket{}, inherited: map[string]*os.File{}}
 }
 
-// acquire returns the socket for key and address, opening it on first
-// use.
-func (t *sockets) acquire(key, address string) (*socket, error) {
+// lease is one holder's claim on the sockets of a program's listeners,
+// in listener order. Its methods are safe to call on a nil lease.
+type lease struct {
+	pool     *socketPool
+	sockets  []*socket
+	released atomic.Bool
+}
+
+// acquire leases the sockets of program's listeners ls, opening those not
+// open yet. On error nothing is held.
+func (t *socketPool) acquire(program string, ls []config.Listener) (*lease, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s, ok := t.byKey[key]; ok {
-		s.refs++
-		return s, nil
+	l := &lease{pool: t}
+	for _, cl := range ls {
+		s, err := t.acquireLocked(program, cl)
+		if err != nil {
+			t.releaseLocked(l.sockets)
+			return nil, fmt.Errorf("listener %q: %w", cl.Name, err)
+		}
+		l.sockets = append(l.sockets, s)
 	}
-	s, err := openSocket(address)
-	if err != nil {
-		return nil, err
+	return l, nil
+}
+
+// acquireLocked takes a reference on the socket of one listener: the one
+// systemd passed to baton under the name "program.listener" or
+// "listener", else the one open for its key, else a new one.
+func (t *socketPool) acquireLocked(program string, l config.Listener) (*socket, error) {
+	key := l.Key(program)
+	for _, name := range []string{program + "." + l.Name, l.Name} {
+		if f, ok := t.inherited[name]; ok {
+			key = "fd:" + name
+			if _, open := t.byKey[key]; !open {
+				t.byKey[key] = &socket{key: key, address: l.Address, bound: boundAddr(f), file: f, inherited: true}
+			}
+			break
+		}
 	}
-	s.key, s.refs = key, 1
-	t.byKey[key] = s
+	s, ok := t.byKey[key]
+	if !ok {
+		var err error
+		if s, err = openSocket(l.Address); err != nil {
+			return nil, err
+		}
+		s.key = key
+		t.byKey[key] = s
+	}
+	s.refs++
 	return s, nil
 }
 
-// acquireInherited returns the socket systemd passed to baton for the
-// listener, named "program.listener" or "listener", or nil.
-func (t *sockets) acquireInherited(program string, l config.Listener) *socket {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, name := range []string{program + "." + l.Name, l.Name} {
-		f, ok := t.inherited[name]
-		if !ok {
-			continue
+func (t *socketPool) releaseLocked(ss []*socket) {
+	for _, s := range ss {
+		s.refs--
+		if s.refs == 0 && !s.inherited {
+			delete(t.byKey, s.key)
+			s.close()
 		}
-		key := "fd:" + name
-		if s, ok := t.byKey[key]; ok {
-			s.refs++
-			return s
-		}
-		s := &socket{key: key, address: l.Address, bound: boundAddr(f), file: f, inherited: true, refs: 1}
-		t.byKey[key] = s
-		return s
 	}
-	return nil
+}
+
+// clone returns a new lease on the same sockets, for another holder.
+func (l *lease) clone() *lease {
+	if l == nil {
+		return nil
+	}
+	l.pool.mu.Lock()
+	defer l.pool.mu.Unlock()
+	for _, s := range l.sockets {
+		s.refs++
+	}
+	return &lease{pool: l.pool, sockets: l.sockets}
+}
+
+// release gives the sockets back; the second and later calls do nothing.
+func (l *lease) release() {
+	if l == nil || !l.released.CompareAndSwap(false, true) {
+		return
+	}
+	l.pool.mu.Lock()
+	defer l.pool.mu.Unlock()
+	l.pool.releaseLocked(l.sockets)
+}
+
+// files returns the sockets' files, in listener order: fds 3, 4, … of a
+// generation.
+func (l *lease) files() []*os.File {
+	files := make([]*os.File, len(l.sockets))
+	for i, s := range l.sockets {
+		files[i] = s.file
+	}
+	return files
+}
+
+// bound returns the address socket i is bound to, or "" without one.
+func (l *lease) bound(i int) string {
+	if l == nil || i >= len(l.sockets) {
+		return ""
+	}
+	return l.sockets[i].bound
 }
 
 // boundAddr returns the address a socket is bound to.
@@ -105,45 +174,6 @@ func boundAddr(f *os.File) string {
 		return "unix:" + a.Name
 	}
 	return f.Name()
-}
-
-// acquireAll acquires the sockets of program's listeners ls, in order; on
-// error it releases what it took.
-func (t *sockets) acquireAll(program string, ls []config.Listener) ([]*socket, error) {
-	var out []*socket
-	for _, l := range ls {
-		if s := t.acquireInherited(program, l); s != nil {
-			out = append(out, s)
-			continue
-		}
-		s, err := t.acquire(l.Key(program), l.Address)
-		if err != nil {
-			t.releaseAll(out)
-			return nil, fmt.Errorf("listener %q: %w", l.Name, err)
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-func (t *sockets) hold(ss []*socket) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, s := range ss {
-		s.refs++
-	}
-}
-
-func (t *sockets) releaseAll(ss []*socket) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, s := range ss {
-		s.refs--
-		if s.refs == 0 && !s.inherited {
-			delete(t.byKey, s.key)
-			s.close()
-		}
-	}
 }
 
 func (s *socket) close() {

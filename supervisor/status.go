@@ -1,58 +1,48 @@
 package supervisor
 
 import (
+	"sort"
 	"time"
 
 	"github.com/baton-run/baton/supervisor/control"
 )
 
 // status builds the program's status; it runs on the program's goroutine.
+// The state is the phase's, one to one.
 func (p *program) status() control.ProgramStatus {
 	st := control.ProgramStatus{
 		Name:      p.name,
+		State:     p.phase.String(),
 		Restarts:  p.stats.Restarts,
 		Handovers: p.stats.Handovers,
 		Rollbacks: p.stats.Rollbacks,
 		LastExit:  p.stats.LastExit,
 		LastError: p.stats.LastError,
-		Reason:    p.exitedBy,
+		Reason:    p.exitReason,
 	}
 	for i, l := range p.cfg.Listeners {
-		addr := l.Address
-		if i < len(p.socks) {
-			addr = p.socks[i].bound
+		addr := p.lease.bound(i)
+		if addr == "" {
+			addr = l.Address
 		}
 		st.Listeners = append(st.Listeners, control.ListenerInfo{Name: l.Name, Address: addr})
 	}
-	switch {
-	case (p.stopping || p.paused) && len(p.gens) == 0:
-		st.State = control.StateStopped
-	case p.stopping || p.paused:
-		st.State = control.StateStopping
-	case p.current != nil:
-		st.State = control.StateRunning
-	case p.pending != nil:
-		st.State = control.StateStarting
-	case p.restartT != nil:
-		st.State = control.StateBackoff
+	if p.phase == phaseBackoff {
 		st.RestartIn = time.Until(p.restartAt)
-	case p.awaitBuild:
-		st.State = control.StateBuilding
-	default:
-		st.State = control.StateExited
 	}
 	if g := p.current; g != nil {
 		started := g.started
 		st.Generation, st.PID, st.StartedAt, st.Status = g.n, g.pid, &started, g.status
 	}
-	if g := p.pending; g != nil {
-		st.Pending = g.n
+	if a := p.attempt; a != nil {
+		st.Pending = a.gen.n
 	}
 	for n, g := range p.gens {
-		if g != p.current && g != p.pending {
+		if g != p.current && (p.attempt == nil || g != p.attempt.gen) {
 			st.Draining = append(st.Draining, n)
 		}
 	}
+	sort.Ints(st.Draining)
 	return st
 }
 
@@ -70,12 +60,13 @@ func (p *program) statusNow() control.ProgramStatus {
 
 // Status reports every program, in config order.
 func (s *Supervisor) Status() []control.ProgramStatus {
-	s.mu.Lock()
 	var progs []*program
-	for _, n := range s.order() {
-		progs = append(progs, s.programs[n])
+	reply := make(chan []*program, 1)
+	if s.post(msgPrograms{reply}) {
+		progs = <-reply
+	} else {
+		progs = s.final
 	}
-	s.mu.Unlock()
 	out := make([]control.ProgramStatus, 0, len(progs))
 	for _, p := range progs {
 		out = append(out, p.statusNow())

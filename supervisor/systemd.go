@@ -20,14 +20,15 @@ import (
 type systemd struct {
 	notify string // NOTIFY_SOCKET, "" when baton was not started by systemd
 
-	mu    sync.Mutex
-	ready map[string]int // programs that became ready: their generation
-	sent  bool           // READY=1 was sent
+	mu       sync.Mutex
+	programs []string       // the programs of the config, to wait for
+	ready    map[string]int // programs that became ready: their generation
+	sent     bool           // READY=1 was sent
 }
 
 // takeSystemd reads baton's own systemd environment and removes it, so that
 // its programs get theirs from baton only.
-func takeSystemd(sockets *sockets) (*systemd, error) {
+func takeSystemd(pool *socketPool) (*systemd, error) {
 	sd := &systemd{notify: os.Getenv(protocol.EnvNotifySocket), ready: map[string]int{}}
 	os.Unsetenv(protocol.EnvNotifySocket)
 	in, err := protocol.InheritFromEnv()
@@ -38,7 +39,7 @@ func takeSystemd(sockets *sockets) (*systemd, error) {
 		// No generation runs yet: leave the shared description in
 		// blocking mode, as baton's own sockets are (see socket).
 		syscall.SetNonblock(int(f.Fd()), false)
-		sockets.inherited[name] = f
+		pool.inherited[name] = f
 	}
 	return sd, nil
 }
@@ -49,23 +50,28 @@ func (sd *systemd) send(state string) {
 	}
 }
 
+// expect sets the programs of the config, which READY=1 waits for.
+func (sd *systemd) expect(programs []string) {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	sd.programs = programs
+}
+
 // observe follows generations becoming ready: READY=1 goes once every
 // program of the config has been ready, and STATUS says who serves.
-func (sd *systemd) observe(s *Supervisor, e Event) {
+func (sd *systemd) observe(e Event) {
 	if sd == nil || sd.notify == "" || e.What != "ready" {
 		return
 	}
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
 	sd.ready[e.Program] = e.Generation
-	s.mu.Lock()
 	all := true
-	for _, p := range s.file.Programs {
-		if _, ok := sd.ready[p.Name]; !ok {
+	for _, p := range sd.programs {
+		if _, ok := sd.ready[p]; !ok {
 			all = false
 		}
 	}
-	s.mu.Unlock()
 	status := sd.statusLocked()
 	if all && !sd.sent {
 		sd.sent = true

@@ -71,7 +71,7 @@ func runSupervisor(sup *supervisor.Supervisor) int {
 			switch {
 			case sig == syscall.SIGHUP:
 				log.Info("SIGHUP: reloading the config and handing over every program")
-				go sup.Reload(ctx, true, "SIGHUP")
+				go sup.Reload(ctx, supervisor.ReloadRequest{Reason: "SIGHUP", Force: true})
 			case sig == syscall.SIGQUIT || stopping:
 				sup.Kill()
 			default:

@@ -1,0 +1,34 @@
+package supervisor
+
+import (
+	"time"
+
+	"github.com/baton-run/baton/supervisor/config"
+	"github.com/hashicorp/go-hclog"
+)
+
+// programEnv is everything a program needs from outside its own state:
+// how to resolve and start a generation, timers, where logs go, and whom
+// to tell what happened. It is the seam the phase tests replace with
+// fakes; the supervisor builds the real one in Run.
+type programEnv struct {
+	log      hclog.Logger // baton's events
+	outLog   hclog.Logger // the programs' output
+	logFiles *logFiles    // the programs' log files
+	// resolve finds a config's executable and computes its generation
+	// key (see resolve in generation.go).
+	resolve func(cfg *config.Program) (path, key string, err error)
+	// start starts a generation; its events go to spec.post.
+	start func(spec spawnSpec) (*generation, error)
+	// after calls f after d, unless stop is called first.
+	after func(d time.Duration, f func()) (stop func() bool)
+	// jitter returns a number in [0, 1) that spreads restarts.
+	jitter func() float64
+	// observe is told when a generation became ready or exited.
+	observe func(Event)
+	// handedOver is told the duration of each completed handover.
+	handedOver func(program string, readyIn time.Duration)
+}
+
+// realAfter is programEnv.after with the real clock.
+func realAfter(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
