@@ -51,7 +51,7 @@ type BatchWriter[T any] struct {
 	pending atomic.Int64  // enqueued and not yet written
 }
 
-// NewBatchWriter returns a writer; run it with Server.Start(w.Task(name))
+// NewBatchWriter returns a writer; run it with Server.StartTask(w.Task(name))
 // or call Run in a goroutine of your own.
 func NewBatchWriter[T any](cfg BatchConfig[T]) *BatchWriter[T] {
 	if cfg.Size <= 0 {

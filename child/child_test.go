@@ -234,7 +234,7 @@ func TestTasks_deadlineReportsPending(t *testing.T) {
 	s := newTestServer(t, Config{TaskTimeout: 10 * time.Millisecond})
 	stuck := make(chan struct{})
 	defer close(stuck)
-	s.Start(Task{Name: "stuck", Pending: func() int { return 42 }, Run: func(ctx context.Context) error {
+	s.StartTask(Task{Name: "stuck", Pending: func() int { return 42 }, Run: func(ctx context.Context) error {
 		<-stuck
 		return nil
 	}})

@@ -24,7 +24,7 @@
 //	srv, err := child.New(child.Config{})
 //	if err != nil { … }
 //	w := child.NewBatchWriter(child.BatchConfig[Order]{Flush: db.InsertOrders})
-//	srv.Start(w.Task("order-writer"))
+//	srv.StartTask(w.Task("order-writer"))
 //	err = srv.Serve(ctx, router) // a *gin.Engine or any http.Handler
 //	os.Exit(child.ExitCode(err))
 //

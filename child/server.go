@@ -80,7 +80,7 @@ var ErrClosed = errors.New("child: closed: the server is shutting down")
 // tasks, and on a stop signal drains both in the order described in the
 // package documentation.
 //
-// Go, Start, Draining and Health are safe for concurrent use; Serve is
+// Go, StartTask, Draining and Health are safe for concurrent use; Serve is
 // called once.
 type Server struct {
 	cfg  Config

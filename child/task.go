@@ -30,11 +30,11 @@ type Task struct {
 // drain and Serve return that error: work the server acknowledged may
 // depend on it.
 func (s *Server) Go(name string, run func(ctx context.Context) error) error {
-	return s.Start(Task{Name: name, Run: run})
+	return s.StartTask(Task{Name: name, Run: run})
 }
 
-// Start starts t as a tracked background task, like Go.
-func (s *Server) Start(t Task) error {
+// StartTask starts t as a tracked background task, like Go.
+func (s *Server) StartTask(t Task) error {
 	return s.tasks.start(t, s)
 }
 

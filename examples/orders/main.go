@@ -75,7 +75,7 @@ func run(opt options) int {
 			log.Warn("writing orders failed, retrying", "orders", n, "error", err)
 		},
 	})
-	if err := srv.Start(writer.Task("order-writer")); err != nil {
+	if err := srv.StartTask(writer.Task("order-writer")); err != nil {
 		log.Error("cannot start the writer", "error", err)
 		return child.ExitFailure
 	}
