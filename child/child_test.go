@@ -14,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-run/baton/internal/proctest"
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
+	proctest.RunChild(fakeChildren)
 	goleak.VerifyTestMain(m)
 }
 

@@ -37,12 +37,15 @@
 //     there and in the next generation, so connections waiting in the
 //     accept queue are not lost;
 //  2. marks itself draining: every response carries "Connection: close",
-//     so each keep-alive client closes after its current request, and
-//     Health answers 503;
+//     so each keep-alive client closes after its current request, Health
+//     answers 503, long-lived handlers are told (DrainContext), and every
+//     HTTP/2 connection gets GOAWAY;
 //  3. waits, up to DrainTimeout, for its open connections (counted with
-//     http.Server.ConnState) to reach zero, then calls Shutdown, bounded by
-//     ShutdownTimeout, for what remains. Closing idle connections at once
-//     instead would race clients that are sending on them;
+//     http.Server.ConnState, hijacked ones until their handler closes
+//     them) to reach zero; closes the hijacked connections left, then
+//     calls Shutdown, bounded by ShutdownTimeout, for what remains.
+//     Closing idle connections at once instead would race clients that
+//     are sending on them;
 //  4. closes the door to background work (Go, Start and
 //     BatchWriter.Enqueue return ErrClosed), cancels the tasks' context and
 //     waits for them up to TaskTimeout.
@@ -51,11 +54,69 @@
 // Under baton, BATON_STOP_TIMEOUT scales the defaults down when the
 // program's stop timeout is shorter.
 //
+// # Long-lived connections
+//
+// WebSockets, Server-Sent Events and long polls would otherwise live
+// until the process exits and die there with an abnormal close. A
+// handler learns that the drain began from DrainContext: the context is
+// cancelled with cause ErrDraining, and the handler says goodbye in its
+// protocol so that its client reconnects, to the next generation. A
+// WebSocket handler (github.com/coder/websocket):
+//
+//	c, err := websocket.Accept(w, r, nil)
+//	if err != nil { return }
+//	defer c.CloseNow()
+//	ctx := c.CloseRead(r.Context())  // done when the client goes
+//	drain := child.DrainContext(ctx) // and at the drain
+//	for ev := range events(drain) {  // until drain is done
+//		if err := wsjson.Write(ctx, c, ev); err != nil { return }
+//	}
+//	if errors.Is(context.Cause(drain), child.ErrDraining) {
+//		c.Close(websocket.StatusGoingAway, "restarting: reconnect") // 1001
+//	}
+//
+// (Writes take ctx, not drain: the library closes a connection whose
+// write context ends in the middle of a write.)
+//
+// A Server-Sent Events handler ends its stream with a reconnect hint and
+// the last event id, which the client sends back as Last-Event-ID:
+//
+//	ctx := child.DrainContext(r.Context())
+//	w.Header().Set("Content-Type", "text/event-stream")
+//	for ev := range events(ctx) {
+//		fmt.Fprintf(w, "id: %d\ndata: %s\n\n", ev.ID, ev.Data)
+//		http.NewResponseController(w).Flush()
+//		last = ev.ID
+//	}
+//	if errors.Is(context.Cause(ctx), child.ErrDraining) {
+//		fmt.Fprintf(w, "retry: 100\nid: %d\nevent: goodbye\ndata: reconnect\n\n", last)
+//	}
+//
+// With gin, the same code takes c.Writer and c.Request. A hijacked
+// connection counts in the drain's connection wait until its handler
+// closes it; one still open at DrainTimeout is closed by the drain and
+// counted in DrainError.Hijacked; a stream still running at
+// ShutdownTimeout counts in DrainError.Requests. Either makes the exit
+// status ExitAbandoned. A handler that never calls DrainContext costs
+// nothing: plain requests take no extra step.
+//
+// A gRPC server served beside HTTP needs the same signal: call its
+// GracefulStop when Stopping is closed.
+//
+// # TLS and HTTP/2
+//
+// With Config.HTTP.TLSConfig holding a certificate, Serve serves TLS, and
+// HTTP/2 through ALPN; Config.HTTP.Protocols may also enable h2c. At the
+// start of the drain every HTTP/2 connection gets GOAWAY: its streams in
+// flight complete, and the client opens its next ones on a new
+// connection, to the next generation.
+//
 // # Exit status
 //
 // ExitCode(err) maps the result of Serve to the exit status: ExitOK (0)
 // when nothing was cut off (idle connections closed by Shutdown are fine),
-// ExitAbandoned (3) when a bound cut off requests or background work,
+// ExitAbandoned (3) when a bound cut off requests, hijacked connections
+// or background work,
 // after a log line saying how much, and ExitFailure (1) otherwise.
 //
 // # Signals

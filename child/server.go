@@ -60,7 +60,12 @@ type Config struct {
 	// Logger receives the server's events. Default NewLogger("child").
 	Logger hclog.Logger
 	// HTTP, when set, provides the settings of the http.Server (timeouts,
-	// TLS, error log). Its Handler and ConnState are replaced.
+	// TLS, protocols, error log). Its Handler and ConnState are replaced.
+	// With a TLSConfig that holds a certificate, Serve serves TLS, and
+	// HTTP/2 unless Protocols or TLSNextProto turn it off; Protocols may
+	// also turn on unencrypted HTTP/2 (h2c). The drain sends GOAWAY on
+	// every HTTP/2 connection as it begins, unless the application set
+	// TLSNextProto itself.
 	HTTP *http.Server
 	// Signals start the drain. Default SIGTERM and SIGINT.
 	Signals []os.Signal
@@ -90,6 +95,8 @@ type Server struct {
 
 	draining atomic.Bool
 	stopping chan struct{} // closed when the drain begins
+	drainCtx context.Context
+	drained  context.CancelCauseFunc // cancels drainCtx: DrainContext's signal
 	inflight atomic.Int64
 	conns    connCounter
 	tasks    taskGroup
@@ -106,6 +113,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = NewLogger("child")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{})}
+	s.drainCtx, s.drained = context.WithCancelCause(context.Background())
 	if env.ignored != "" {
 		s.log.Warn("ignoring inherited sockets", "reason", env.ignored)
 	}
@@ -118,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 	if l.Addr().Network() == "unix" {
 		s.addr = "unix:" + s.addr
 	}
-	s.conns.changed = make(chan struct{})
+	s.conns.init()
 	s.tasks.init()
 	return s, nil
 }
@@ -162,6 +170,7 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // Stopping returns a channel that is closed when the drain begins, for
 // work that should stop taking input then (queue consumers, tickers)
 // rather than when its task's context is cancelled after HTTP drained.
+// Handlers use DrainContext, which fires at the same moment.
 func (s *Server) Stopping() <-chan struct{} { return s.stopping }
 
 // Serve serves h until one of the configured signals arrives, ctx is
@@ -190,9 +199,19 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	}
 	srv.Handler = s.wrap(h)
 	srv.ConnState = s.conns.track
+	base := srv.BaseContext
+	srv.BaseContext = func(l net.Listener) context.Context {
+		ctx := context.Background()
+		if base != nil {
+			ctx = base(l)
+		}
+		return context.WithValue(ctx, serverKey{}, s)
+	}
+	goaway := configureHTTP2(srv)
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(s.ln) }()
+	ln := tlsListener(s.ln, srv)
+	go func() { serveErr <- srv.Serve(ln) }()
 	if Supervised() {
 		s.log.Info("serving", "addr", s.addr) // baton adds the generation and pid
 	} else {
@@ -213,13 +232,13 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 		cause = err
 		s.log.Error("background task failed, draining", "error", err)
 	}
-	return errors.Join(cause, s.drain(srv))
+	return errors.Join(cause, s.drain(srv, goaway))
 }
 
 // drain performs the measured sequence of DESIGN.md: stop accepting, ask
 // clients to close, wait for connections to go, shut down what remains,
 // and only then finish the background tasks.
-func (s *Server) drain(srv *http.Server) error {
+func (s *Server) drain(srv *http.Server, goaway func()) error {
 	start := time.Now()
 	s.notify("STOPPING=1\nSTATUS=draining")
 
@@ -229,21 +248,32 @@ func (s *Server) drain(srv *http.Server) error {
 	if err := s.ln.Close(); errors.Is(err, errCloseTimeout) {
 		s.log.Warn("closing the listener timed out; draining anyway", "timeout", s.cfg.CloseTimeout.String())
 	}
-	// 2. Every response from now on carries "Connection: close".
+	// 2. Every response from now on carries "Connection: close";
+	// long-lived handlers are told to say goodbye (DrainContext), and
+	// HTTP/2 clients get GOAWAY: each moves to the next generation.
 	s.draining.Store(true)
 	close(s.stopping)
+	s.drained(ErrDraining)
+	if goaway != nil {
+		goaway()
+	}
 
-	// 3. Wait for the connections to go, then shut down what remains.
+	// 3. Wait for the connections to go, hijacked ones included, then
+	// close the hijacked ones left and shut down the rest.
 	open := s.conns.waitZero(s.cfg.DrainTimeout, func(n int) {
 		s.notify(fmt.Sprintf("STATUS=draining: %d connections open", n))
 	})
+	var derr DrainError
 	if open > 0 {
 		s.log.Info("drain timeout: shutting down the remaining connections", "open", open, "timeout", s.cfg.DrainTimeout.String())
+		if derr.Hijacked = s.conns.cutHijacked(); derr.Hijacked > 0 {
+			s.log.Error("hijacked connections cut off at the drain timeout: their handlers ignored the drain",
+				"connections", derr.Hijacked, "timeout", s.cfg.DrainTimeout.String())
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	err := srv.Shutdown(ctx)
 	cancel()
-	var derr DrainError
 	if err != nil {
 		derr.Requests = int(s.inflight.Load())
 		srv.Close()
@@ -264,7 +294,8 @@ func (s *Server) drain(srv *http.Server) error {
 	}
 
 	s.log.Info("drained", "http", httpDone.Round(time.Millisecond).String(), "total", time.Since(start).Round(time.Millisecond).String())
-	if derr.Requests > 0 || len(derr.Tasks) > 0 {
+	derr.Hijacked += s.conns.lateCuts()
+	if derr.Requests > 0 || derr.Hijacked > 0 || len(derr.Tasks) > 0 {
 		s.notify("STATUS=drained, work abandoned: " + derr.Error())
 		return &derr
 	}
@@ -282,7 +313,7 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)
-		dw := &drainWriter{ResponseWriter: w, draining: &s.draining}
+		dw := &drainWriter{ResponseWriter: w, s: s}
 		h.ServeHTTP(dw, r)
 		if !dw.wrote && s.draining.Load() {
 			// net/http writes the header of a handler that wrote nothing
@@ -298,14 +329,16 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 // more request to this process.
 type drainWriter struct {
 	http.ResponseWriter
-	draining *atomic.Bool
-	wrote    bool
+	s     *Server
+	wrote bool
 }
 
 func (w *drainWriter) WriteHeader(code int) {
 	if !w.wrote {
 		w.wrote = true
-		if w.draining.Load() {
+		// A protocol switch (a WebSocket) needs its "Connection:
+		// Upgrade"; its handler says goodbye in its own protocol.
+		if w.s.draining.Load() && code != http.StatusSwitchingProtocols {
 			w.ResponseWriter.Header().Set("Connection", "close")
 		}
 	}
@@ -337,10 +370,14 @@ func (w *drainWriter) Flush() {
 	http.NewResponseController(w.ResponseWriter).Flush()
 }
 
-// Hijack passes through; a hijacked connection (a WebSocket) leaves the
-// connection count and is not drained.
+// Hijack hands the connection to the handler (a WebSocket) and keeps it
+// in the drain's connection count until the handler closes it.
 func (w *drainWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return c, brw, err
+	}
+	return &hijackedConn{Conn: c, conns: &w.s.conns, raw: c}, brw, nil
 }
 
 // CloseNotify passes through: gin's Context.Stream still uses it.
@@ -352,28 +389,87 @@ func (w *drainWriter) CloseNotify() <-chan bool {
 // Unwrap lets http.ResponseController reach the connection's writer.
 func (w *drainWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// connCounter counts the server's open connections through ConnState.
+// connCounter counts the server's open connections through ConnState,
+// hijacked ones included until their handler closes them.
 type connCounter struct {
-	mu      sync.Mutex
-	n       int
-	changed chan struct{} // closed and replaced on every change
+	mu       sync.Mutex
+	n        int
+	changed  chan struct{}         // closed and replaced on every change
+	hijacked map[net.Conn]struct{} // open, taken over by a handler
+	cut      bool                  // the hijacked ones were cut off
+	late     int                   // hijacked after that, and closed at once
 }
 
-func (c *connCounter) track(_ net.Conn, state http.ConnState) {
-	var d int
+func (c *connCounter) init() {
+	c.changed = make(chan struct{})
+	c.hijacked = make(map[net.Conn]struct{})
+}
+
+func (c *connCounter) track(conn net.Conn, state http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch state {
 	case http.StateNew:
-		d = 1
-	case http.StateClosed, http.StateHijacked:
-		d = -1
+		c.n++
+	case http.StateClosed:
+		c.n--
+	case http.StateHijacked:
+		if c.cut {
+			// Past the drain bound: nobody waits for it any more.
+			c.n--
+			c.late++
+			conn.Close()
+		} else {
+			c.hijacked[conn] = struct{}{} // still open: it stays counted
+			return
+		}
 	default:
 		return
 	}
-	c.mu.Lock()
-	c.n += d
+	c.changedLocked()
+}
+
+func (c *connCounter) changedLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// release uncounts a hijacked connection its handler closed.
+func (c *connCounter) release(conn net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.hijacked[conn]; ok {
+		delete(c.hijacked, conn)
+		c.n--
+		c.changedLocked()
+	}
+}
+
+// cutHijacked closes the hijacked connections still open and returns how
+// many there were; any hijacked later is closed at once.
+func (c *connCounter) cutHijacked() int {
+	c.mu.Lock()
+	c.cut = true
+	open := make([]net.Conn, 0, len(c.hijacked))
+	for conn := range c.hijacked {
+		open = append(open, conn)
+	}
+	clear(c.hijacked)
+	c.n -= len(open)
+	c.changedLocked()
 	c.mu.Unlock()
+	for _, conn := range open {
+		conn.Close()
+	}
+	return len(open)
+}
+
+// lateCuts returns how many connections were hijacked, and closed, after
+// cutHijacked.
+func (c *connCounter) lateCuts() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.late
 }
 
 // waitZero waits up to timeout for the count to reach zero and returns
