@@ -23,7 +23,11 @@ func TestPostOrder_validation(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := child.NewBatchWriter(child.BatchConfig[order]{Flush: st.insert})
-	r := newRouter(srv, st, w)
+	events, err := newFeed(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRouter(srv, st, w, events)
 
 	for _, tc := range []struct {
 		body     string

@@ -6,18 +6,30 @@
 // It runs under baton (socket "http"), under systemd socket activation,
 // or alone:
 //
-//	ORDERS_ADDR  address when no socket is inherited (default 127.0.0.1:8080)
-//	ORDERS_DB    SQLite database file (default orders.db)
+//	ORDERS_ADDR      address when no socket is inherited (default 127.0.0.1:8080)
+//	ORDERS_DB        SQLite database file (default orders.db)
+//	ORDERS_TLS_CERT  with ORDERS_TLS_KEY, PEM files: serve HTTPS, HTTP/2 included
 //
 // Endpoints:
 //
-//	POST /orders        {"id": "…", "item": "…", "qty": N} → 202 {"id": "…"}
-//	GET  /orders/count  {"count": N}, the orders written
-//	GET  /healthz       {"status":"ok","pid":P,"generation":G}; 503 while draining
+//	POST /orders         {"id": "…", "item": "…", "qty": N} → 202 {"id": "…"}
+//	GET  /orders/count   {"count": N}, the orders written
+//	GET  /orders/events  Server-Sent Events: each order written, {"seq","id","count"}
+//	                     with id: seq; resumes after Last-Event-ID (or ?last_id=)
+//	GET  /orders/ws      the same as WebSocket text messages; resumes after ?last_id=
+//	GET  /healthz        {"status":"ok","pid":P,"generation":G}; 503 while draining
+//
+// Both streams begin with a hello message naming the pid and generation
+// that serve them. When the server drains, the SSE stream ends with an
+// "event: goodbye" carrying "retry:" and the last id, and the WebSocket
+// closes with 1001 Going Away; clients reconnect with the last id they
+// saw and miss nothing: the history is the database's.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"net/http"
 	"os"
 	"time"
 
@@ -52,22 +64,42 @@ func run(opt options) int {
 	cfg.Listener = "http"
 	cfg.Addr = os.Getenv("ORDERS_ADDR")
 	cfg.Logger = log
+	if certFile, keyFile := os.Getenv("ORDERS_TLS_CERT"), os.Getenv("ORDERS_TLS_KEY"); certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			log.Error("cannot load the TLS certificate", "error", err)
+			return child.ExitFailure
+		}
+		cfg.HTTP = &http.Server{ReadHeaderTimeout: 30 * time.Second, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	}
 	srv, err := child.New(cfg)
 	if err != nil {
 		log.Error("cannot listen", "error", err)
 		return child.ExitFailure
 	}
 
-	flush := st.insert
-	if opt.flushDelay > 0 {
-		flush = func(ctx context.Context, batch []order) error {
+	events, err := newFeed(context.Background(), st)
+	if err != nil {
+		log.Error("cannot read the database", "error", err)
+		return child.ExitFailure
+	}
+	if err := srv.Go("order-feed", events.run); err != nil {
+		log.Error("cannot start the feed", "error", err)
+		return child.ExitFailure
+	}
+	flush := func(ctx context.Context, batch []order) error {
+		if opt.flushDelay > 0 {
 			select {
 			case <-time.After(opt.flushDelay):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			return st.insert(ctx, batch)
 		}
+		if err := st.insert(ctx, batch); err != nil {
+			return err
+		}
+		events.wake()
+		return nil
 	}
 	writer := child.NewBatchWriter(child.BatchConfig[order]{
 		Flush: flush,
@@ -80,14 +112,14 @@ func run(opt options) int {
 		return child.ExitFailure
 	}
 
-	err = srv.Serve(context.Background(), newRouter(srv, st, writer))
+	err = srv.Serve(context.Background(), newRouter(srv, st, writer, events))
 	if err != nil {
 		log.Error("stopped with an error", "error", err)
 	}
 	return child.ExitCode(err)
 }
 
-func newRouter(srv *child.Server, st *store, w *child.BatchWriter[order]) *gin.Engine {
+func newRouter(srv *child.Server, st *store, w *child.BatchWriter[order], events *feed) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(gin.Recovery())
@@ -100,6 +132,8 @@ func newRouter(srv *child.Server, st *store, w *child.BatchWriter[order]) *gin.E
 		}
 		c.JSON(200, gin.H{"count": n})
 	})
+	r.GET("/orders/events", orderEvents(events))
+	r.GET("/orders/ws", orderSocket(events))
 	r.GET("/healthz", gin.WrapH(srv.Health()))
 	return r
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/internal/streams"
 )
 
 func TestMain(m *testing.M) {
@@ -336,5 +337,47 @@ func TestSystemdSocketActivate(t *testing.T) {
 	missing, err := loadgen.MissingOrders(filepath.Join(dir, "orders.db"), res.Acked)
 	if err != nil || len(missing) > 0 {
 		t.Fatalf("missing %d orders (%v)", len(missing), err)
+	}
+}
+
+// The two streams of orders, from a real process to real clients: a
+// client resuming after an id gets every order written after it, once and
+// in order, with the running count; at SIGTERM the SSE stream ends with
+// its goodbye (retry hint and last id) and the WebSocket closes with 1001,
+// and the process exits 0: nothing was cut off.
+func TestStreams_resumeAndSayGoodbye(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "orders.db")
+	p, addr := startOrders(t, "orders", proctest.Self("orders", "ORDERS_ADDR=127.0.0.1:0", "ORDERS_DB="+db))
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 2, MaxRequests: 200})
+	<-load.Done()
+	if res := load.Stop(); len(res.Acked) != 200 {
+		t.Fatalf("want 200 orders acknowledged, have %d (%v)", len(res.Acked), res.Examples)
+	}
+	sse := streams.Follow(context.Background(), streams.Config{Kind: streams.SSE, Addr: addr, Last: 0})
+	ws := streams.Follow(context.Background(), streams.Config{Kind: streams.WebSocket, Addr: addr, Last: 50})
+	for _, c := range []*streams.Client{sse, ws} {
+		if !c.Wait(waitLong, func(st streams.Stats) bool { return st.Last >= 200 }) {
+			t.Fatalf("%s: want events up to 200, have %+v; output:\n%s", c.Stats().Kind, c.Stats(), p.Output())
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	for _, tc := range []struct {
+		c      *streams.Client
+		events int64
+	}{{sse, 200}, {ws, 150}} {
+		var st streams.Stats
+		if !tc.c.Wait(waitLong, func(s streams.Stats) bool { st = s; return s.Goodbyes > 0 || s.Abnormal > 0 }) {
+			t.Fatalf("no goodbye: %+v", tc.c.Stats())
+		}
+		tc.c.Stop()
+		if st.Goodbyes != 1 || st.Abnormal != 0 || st.Connects != 1 || st.PIDs[0] != p.Cmd.Process.Pid {
+			t.Fatalf("%s: want one connection to pid %d ended by a goodbye, have %+v", st.Kind, p.Cmd.Process.Pid, st)
+		}
+		if st.Events != tc.events || st.Missed != 0 || st.Repeated != 0 || st.Last != 200 {
+			t.Fatalf("%s: want %d events up to 200, none missed or repeated, have %+v", st.Kind, tc.events, st)
+		}
+	}
+	if code := exitCode(t, p); code != child.ExitOK {
+		t.Fatalf("exit status %d; output:\n%s", code, p.Output())
 	}
 }

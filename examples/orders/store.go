@@ -73,3 +73,30 @@ func (s *store) count(ctx context.Context) (int, error) {
 }
 
 func (s *store) close() error { return s.db.Close() }
+
+// lastSeq returns the highest sequence number (rowid) written so far.
+func (s *store) lastSeq(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(rowid), 0) FROM orders`).Scan(&n)
+	return n, err
+}
+
+// after returns up to limit orders written after sequence number seq, in
+// order: a seek in the rowid b-tree, cheap however long the history.
+func (s *store) after(ctx context.Context, seq int64, limit int) ([]event, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT rowid, id FROM orders WHERE rowid > ? ORDER BY rowid LIMIT ?`, seq, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var evs []event
+	for rows.Next() {
+		var n int64
+		var id string
+		if err := rows.Scan(&n, &id); err != nil {
+			return nil, err
+		}
+		evs = append(evs, newEvent(n, id))
+	}
+	return evs, rows.Err()
+}
