@@ -38,9 +38,12 @@ type Config struct {
 	// Last is the sequence number to resume after; the client checks
 	// that every later one arrives once, in order.
 	Last int64
-	// HTTP is the client for SSE; default one with keep-alive, as a
-	// browser's.
+	// HTTP is the client for SSE, and for the WebSocket handshake;
+	// default one with keep-alive, as a browser's.
 	HTTP *http.Client
+	// HTTPS makes the client speak https and wss; HTTP must then trust
+	// the server's certificate.
+	HTTPS bool
 	// Backoff is the wait before reconnecting after an abnormal end.
 	// Default 10 ms.
 	Backoff time.Duration
@@ -232,10 +235,17 @@ func (c *Client) session(ctx context.Context) (time.Duration, error) {
 	return c.sseSession(ctx)
 }
 
+func (c *Client) scheme(s string) string {
+	if c.cfg.HTTPS {
+		return s + "s"
+	}
+	return s
+}
+
 func (c *Client) wsSession(ctx context.Context) (time.Duration, error) {
-	url := fmt.Sprintf("ws://%s/orders/ws?last_id=%d", c.cfg.Addr, c.last())
+	url := fmt.Sprintf("%s://%s/orders/ws?last_id=%d", c.scheme("ws"), c.cfg.Addr, c.last())
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, _, err := websocket.Dial(dctx, url, nil)
+	conn, _, err := websocket.Dial(dctx, url, &websocket.DialOptions{HTTPClient: c.cfg.HTTP})
 	cancel()
 	if err != nil {
 		return 0, fmt.Errorf("ws dial: %w", err)
@@ -269,7 +279,7 @@ func (c *Client) wsSession(ctx context.Context) (time.Duration, error) {
 }
 
 func (c *Client) sseSession(ctx context.Context) (time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.cfg.Addr+"/orders/events", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme("http")+"://"+c.cfg.Addr+"/orders/events", nil)
 	if err != nil {
 		return 0, err
 	}
