@@ -68,6 +68,24 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 
+	t.Run("longlived", func(t *testing.T) {
+		r, err := longlived(ctx, e, longlivedOptions{WS: 3, SSE: 3, Handovers: 2, Rate: 100, Pause: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		printLonglived(&out, r)
+		t.Log("\n" + out.String())
+		for _, s := range []streamResult{r.WS, r.SSE} {
+			if s.Clients != 3 || s.Goodbyes < 6 || s.Abnormal != 0 || s.Missed != 0 || s.Events == 0 || s.Reconnect.N != 6 {
+				t.Errorf("want 3 clients with 6 goodbyes and reconnections, events, none abnormal or missed, have %+v", s)
+			}
+		}
+		if r.Handovers != 2 || r.OldLifetime.N != 2 || r.Failed != 0 || r.LostWrites != 0 || r.Acked == 0 {
+			t.Errorf("want 2 handovers, no failed request and no lost write of some acknowledged, have %+v", r)
+		}
+	})
+
 	t.Run("soak", func(t *testing.T) {
 		r, err := soak(ctx, e, 3, 2)
 		if err != nil {
@@ -91,6 +109,8 @@ func TestCLI_usage(t *testing.T) {
 		{"-c", "0"},
 		{"-slice", "-1s"},
 		{"-runs", "0"},
+		{"-longlived", "-ws", "0", "-sse", "0"},
+		{"-longlived", "-rate", "0"},
 	} {
 		var stderr strings.Builder
 		if code := cli(context.Background(), args, io.Discard, &stderr); code != 2 {

@@ -8,6 +8,7 @@
 //	go run ./bench -json -duration 10s -handovers 5  one JSON object per scenario
 //	go run ./bench -scale                            handover time with 1, 10, 50 programs
 //	go run ./bench -soak                             1,000 handovers in a row under load
+//	go run ./bench -longlived                        WebSocket and SSE clients across 20 handovers
 //
 // It builds baton and examples/orders from the module it runs in, and
 // sends its load to 127.0.0.1 only.
@@ -75,7 +76,10 @@ alike. It prints requests, failures by kind, acknowledged writes lost
 from SQLite, requests/s and latencies, with ratios against direct.
 
 -scale and -soak run baton alone instead: handover time with many
-programs, and many handovers in a row.
+programs, and many handovers in a row. -longlived keeps WebSocket and
+SSE clients of the example connected across handovers (20 unless
+-handovers says otherwise) under a steady POST load, and counts clean
+goodbyes, abnormal closes, reconnect times and events missed.
 
 Flags:
 `
@@ -101,6 +105,12 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&soakN, "soak", "instead of the scenarios: handovers in a row under load, sampling baton's fds, goroutines and RSS (-soak: 1000, -soak=N: N)")
 	only := fs.String("scenarios", "", "run only these `scenarios`, comma-separated (direct always runs: the others are measured against it)")
 	keep := fs.Bool("keep", false, "keep the work directory: configs, logs and databases")
+	doLong := fs.Bool("longlived", false, "instead of the scenarios: WebSocket and SSE clients across handovers under POST load")
+	var lopt longlivedOptions
+	fs.IntVar(&lopt.WS, "ws", 200, "with -longlived: WebSocket `clients`")
+	fs.IntVar(&lopt.SSE, "sse", 200, "with -longlived: Server-Sent Events `clients`")
+	fs.IntVar(&lopt.Rate, "rate", 100, "with -longlived: POST `orders` per second, about; each is an event to every client")
+	fs.DurationVar(&lopt.Pause, "pause", 500*time.Millisecond, "with -longlived: the wait between one handover, once every client is back, and the next")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -131,7 +141,16 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case opt.Clients < 1:
 		fmt.Fprintln(stderr, "bench: -c must be at least 1")
 		return 2
+	case *doLong && (lopt.WS < 0 || lopt.SSE < 0 || lopt.WS+lopt.SSE == 0 || lopt.Rate < 1 || lopt.Pause < 0):
+		fmt.Fprintln(stderr, "bench: -longlived needs -ws and -sse of at least 0, one of them above, -rate of at least 1 and a -pause of at least 0")
+		return 2
 	}
+	lopt.Handovers = 20
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "handovers" {
+			lopt.Handovers = opt.Handovers
+		}
+	})
 
 	if *only != "" {
 		opt.Get = false // only if a GET scenario is named
@@ -158,6 +177,19 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	switch {
+	case *doLong:
+		r, err := longlived(ctx, e, lopt)
+		if err != nil {
+			return failed(ctx, stderr, err)
+		}
+		if *asJSON {
+			r.Machine = &m
+			emitJSON(stdout, r)
+		} else {
+			printMachine(stdout, m)
+			fmt.Fprintln(stdout)
+			printLonglived(stdout, r)
+		}
 	case *doScale || soakN > 0:
 		if *doScale {
 			var emit func(*scaleResult)

@@ -17,6 +17,10 @@ var ErrDraining = errors.New("child: draining: say goodbye and let the client re
 
 type serverKey struct{}
 
+// connKey holds the connection of a request, set by the server's
+// ConnContext: once per connection, never per request.
+type connKey struct{}
+
 // DrainContext returns a copy of ctx that is also cancelled, with cause
 // ErrDraining, when the drain of the Server that serves ctx begins. It is
 // the one signal a long-lived handler (a WebSocket, a Server-Sent Events
@@ -28,13 +32,24 @@ type serverKey struct{}
 // copy ends with the request. A ctx that no Server serves is returned
 // unchanged. Plain requests need not call it: they finish under the drain
 // as they are.
+//
+// The connection of a request that was told is closed as soon as its
+// response ends, rather than kept for the client's next request: the
+// response began before the drain, without "Connection: close", and the
+// client, which is about to reconnect, would otherwise reuse it to reach
+// this draining process once more.
 func DrainContext(ctx context.Context) context.Context {
 	s, ok := ctx.Value(serverKey{}).(*Server)
 	if !ok {
 		return ctx
 	}
 	out, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(s.drainCtx, func() { cancel(ErrDraining) })
+	stop := context.AfterFunc(s.drainCtx, func() {
+		if c, ok := ctx.Value(connKey{}).(net.Conn); ok {
+			s.conns.closeWhenIdle(c)
+		}
+		cancel(ErrDraining)
+	})
 	// Forget the drain's callback when the request ends first, so that
 	// a server with many short long-polls holds nothing for them.
 	context.AfterFunc(out, func() { stop() })

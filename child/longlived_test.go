@@ -336,3 +336,41 @@ func TestDrain_http2GoAway(t *testing.T) {
 		})
 	}
 }
+
+// A keep-alive connection whose long-lived response was told of the drain
+// is closed when that response ends: the client reconnects on a new
+// connection, to the next generation, instead of reaching this process
+// once more. (The drain timeout is a minute, longer than the read waits:
+// without this the connection would stay open until then.)
+func TestDrainContext_connectionClosedWhenTheStreamEnds(t *testing.T) {
+	s := newTestServer(t, Config{DrainTimeout: time.Minute})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := DrainContext(r.Context())
+		fmt.Fprint(w, "data: first\n\n")
+		http.NewResponseController(w).Flush()
+		<-ctx.Done()
+		fmt.Fprint(w, "retry: 100\nevent: goodbye\ndata: reconnect\n\n")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, h)
+	c := dial(t, s.Addr())
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Close {
+		t.Fatal("a response begun before the drain says Connection: close")
+	}
+	cancel()
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatalf("the stream did not end cleanly: %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if n, err := c.br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the stream: want the connection closed (EOF), have %v %v", n, err)
+	}
+	if err := result(t, done); err != nil {
+		t.Fatalf("Serve: want nil, have %v", err)
+	}
+}

@@ -199,13 +199,19 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	}
 	srv.Handler = s.wrap(h)
 	srv.ConnState = s.conns.track
-	base := srv.BaseContext
+	base, connCtx := srv.BaseContext, srv.ConnContext
 	srv.BaseContext = func(l net.Listener) context.Context {
 		ctx := context.Background()
 		if base != nil {
 			ctx = base(l)
 		}
 		return context.WithValue(ctx, serverKey{}, s)
+	}
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if connCtx != nil {
+			ctx = connCtx(ctx, c)
+		}
+		return context.WithValue(ctx, connKey{}, c)
 	}
 	goaway := configureHTTP2(srv)
 
@@ -396,6 +402,7 @@ type connCounter struct {
 	n        int
 	changed  chan struct{}         // closed and replaced on every change
 	hijacked map[net.Conn]struct{} // open, taken over by a handler
+	closing  map[net.Conn]struct{} // to close when their response ends
 	cut      bool                  // the hijacked ones were cut off
 	late     int                   // hijacked after that, and closed at once
 }
@@ -403,6 +410,7 @@ type connCounter struct {
 func (c *connCounter) init() {
 	c.changed = make(chan struct{})
 	c.hijacked = make(map[net.Conn]struct{})
+	c.closing = make(map[net.Conn]struct{})
 }
 
 func (c *connCounter) track(conn net.Conn, state http.ConnState) {
@@ -411,9 +419,17 @@ func (c *connCounter) track(conn net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
 		c.n++
+	case http.StateIdle:
+		if _, ok := c.closing[conn]; ok {
+			delete(c.closing, conn)
+			conn.Close() // StateClosed follows
+		}
+		return
 	case http.StateClosed:
+		delete(c.closing, conn)
 		c.n--
 	case http.StateHijacked:
+		delete(c.closing, conn)
 		if c.cut {
 			// Past the drain bound: nobody waits for it any more.
 			c.n--
@@ -432,6 +448,16 @@ func (c *connCounter) track(conn net.Conn, state http.ConnState) {
 func (c *connCounter) changedLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// closeWhenIdle marks conn, which carries a long-lived response that was
+// told of the drain, to be closed when that response ends.
+func (c *connCounter) closeWhenIdle(conn net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.hijacked[conn]; !ok {
+		c.closing[conn] = struct{}{}
+	}
 }
 
 // release uncounts a hijacked connection its handler closed.

@@ -43,6 +43,9 @@ type Config struct {
 	// Samples records each request's start and latency (for the
 	// benchmark's percentiles); the tests leave it off.
 	Samples bool
+	// Pace, when set, is the pause of each client after each request:
+	// a steady load instead of as fast as the server answers.
+	Pace time.Duration
 }
 
 // Sample is one request: when it started, relative to the load's start,
@@ -281,12 +284,16 @@ func (c *client) run(ctx context.Context) {
 		if c.l.cfg.Samples {
 			c.samples = append(c.samples, Sample{At: start.Sub(c.l.start), Latency: lat, OK: ok})
 		}
+		pause := c.l.cfg.Pace
 		if kind == "connect" {
-			// Nobody is listening: don't spin. This is a load generator's
-			// pacing, not synchronisation.
+			// Nobody is listening: don't spin.
+			pause = max(pause, time.Millisecond)
+		}
+		if pause > 0 {
+			// A load generator's pacing, not synchronisation.
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Millisecond):
+			case <-time.After(pause):
 			}
 		}
 	}
