@@ -233,8 +233,8 @@ func printLonglived(w io.Writer, r *longlivedResult) {
 	tw.Flush()
 	fmt.Fprintf(w, "\nold generation's lifetime after its successor was ready: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n",
 		r.OldLifetime.P50, r.OldLifetime.P99, r.OldLifetime.Max)
-	fmt.Fprintf(w, "trigger→serving: p50 %.0f ms, max %.0f ms; old generations' exit statuses: %s\n",
-		r.TriggerToServing.P50, r.TriggerToServing.Max, exitSummary(r.OldExitCodes))
+	fmt.Fprintf(w, "trigger→serving: p50 %.0f ms, max %.0f ms; old generations' exit statuses: %s; others used %.1f%% of the CPUs\n",
+		r.TriggerToServing.P50, r.TriggerToServing.Max, exitSummary(r.OldExitCodes), r.OthersCPU)
 	for _, s := range []streamResult{r.WS, r.SSE} {
 		for _, ex := range s.Examples {
 			fmt.Fprintf(w, "abnormal: %s\n", ex)
