@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
@@ -372,5 +373,28 @@ func TestDrainContext_connectionClosedWhenTheStreamEnds(t *testing.T) {
 	}
 	if err := result(t, done); err != nil {
 		t.Fatalf("Serve: want nil, have %v", err)
+	}
+}
+
+// nopWriter is a ResponseWriter that allocates nothing.
+type nopWriter struct{ h http.Header }
+
+func (w nopWriter) Header() http.Header         { return w.h }
+func (w nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w nopWriter) WriteHeader(int)             {}
+
+// Long-lived connections cost a plain request nothing: the server's wrap
+// allocates its response writer and nothing else per request (the
+// server and the connection reach the request's context once per
+// listener and per connection).
+func TestWrap_plainRequestAllocatesOnlyItsWriter(t *testing.T) {
+	s := newTestServer(t, Config{})
+	defer s.ln.Close()
+	body := []byte("ok")
+	h := s.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	w := nopWriter{h: http.Header{}}
+	r := httptest.NewRequest("GET", "/", nil)
+	if n := testing.AllocsPerRun(100, func() { h.ServeHTTP(w, r) }); n != 1 {
+		t.Fatalf("want 1 allocation per plain request (the drain's writer), have %v", n)
 	}
 }
