@@ -414,6 +414,15 @@ func (c *connCounter) init() {
 }
 
 func (c *connCounter) track(conn net.Conn, state http.ConnState) {
+	if c.count(conn, state) {
+		// Outside the lock: closing a TLS connection writes an alert.
+		conn.Close()
+	}
+}
+
+// count counts a change of state and reports whether conn is to be
+// closed.
+func (c *connCounter) count(conn net.Conn, state http.ConnState) (close bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch state {
@@ -422,27 +431,27 @@ func (c *connCounter) track(conn net.Conn, state http.ConnState) {
 	case http.StateIdle:
 		if _, ok := c.closing[conn]; ok {
 			delete(c.closing, conn)
-			conn.Close() // StateClosed follows
+			return true // StateClosed follows
 		}
-		return
+		return false
 	case http.StateClosed:
 		delete(c.closing, conn)
 		c.n--
 	case http.StateHijacked:
 		delete(c.closing, conn)
-		if c.cut {
-			// Past the drain bound: nobody waits for it any more.
-			c.n--
-			c.late++
-			conn.Close()
-		} else {
+		if !c.cut {
 			c.hijacked[conn] = struct{}{} // still open: it stays counted
-			return
+			return false
 		}
+		// Past the drain bound: nobody waits for it any more.
+		c.n--
+		c.late++
+		close = true
 	default:
-		return
+		return false
 	}
 	c.changedLocked()
+	return close
 }
 
 func (c *connCounter) changedLocked() {
