@@ -422,7 +422,7 @@ func (c *connCounter) track(conn net.Conn, state http.ConnState) {
 
 // count counts a change of state and reports whether conn is to be
 // closed.
-func (c *connCounter) count(conn net.Conn, state http.ConnState) (close bool) {
+func (c *connCounter) count(conn net.Conn, state http.ConnState) (closeIt bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch state {
@@ -446,12 +446,12 @@ func (c *connCounter) count(conn net.Conn, state http.ConnState) (close bool) {
 		// Past the drain bound: nobody waits for it any more.
 		c.n--
 		c.late++
-		close = true
+		closeIt = true
 	default:
 		return false
 	}
 	c.changedLocked()
-	return close
+	return closeIt
 }
 
 func (c *connCounter) changedLocked() {
