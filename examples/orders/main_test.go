@@ -353,8 +353,8 @@ func TestStreams_resumeAndSayGoodbye(t *testing.T) {
 	if res := load.Stop(); len(res.Acked) != 200 {
 		t.Fatalf("want 200 orders acknowledged, have %d (%v)", len(res.Acked), res.Examples)
 	}
-	sse := streams.Follow(context.Background(), streams.Config{Kind: streams.SSE, Addr: addr, Last: 0})
-	ws := streams.Follow(context.Background(), streams.Config{Kind: streams.WebSocket, Addr: addr, Last: 50})
+	sse := streams.Follow(context.Background(), streams.Config{Kind: streams.SSE, Addr: addr, Last: 0, Once: true})
+	ws := streams.Follow(context.Background(), streams.Config{Kind: streams.WebSocket, Addr: addr, Last: 50, Once: true})
 	for _, c := range []*streams.Client{sse, ws} {
 		if !c.Wait(waitLong, func(st streams.Stats) bool { return st.Last >= 200 }) {
 			t.Fatalf("%s: want events up to 200, have %+v; output:\n%s", c.Stats().Kind, c.Stats(), p.Output())
@@ -365,11 +365,10 @@ func TestStreams_resumeAndSayGoodbye(t *testing.T) {
 		c      *streams.Client
 		events int64
 	}{{sse, 200}, {ws, 150}} {
-		var st streams.Stats
-		if !tc.c.Wait(waitLong, func(s streams.Stats) bool { st = s; return s.Goodbyes > 0 || s.Abnormal > 0 }) {
+		if !tc.c.Wait(waitLong, func(s streams.Stats) bool { return s.Goodbyes > 0 || s.Abnormal > 0 }) {
 			t.Fatalf("no goodbye: %+v", tc.c.Stats())
 		}
-		tc.c.Stop()
+		st := tc.c.Stop()
 		if st.Goodbyes != 1 || st.Abnormal != 0 || st.Connects != 1 || st.PIDs[0] != p.Cmd.Process.Pid {
 			t.Fatalf("%s: want one connection to pid %d ended by a goodbye, have %+v", st.Kind, p.Cmd.Process.Pid, st)
 		}

@@ -47,6 +47,9 @@ type Config struct {
 	// Backoff is the wait before reconnecting after an abnormal end.
 	// Default 10 ms.
 	Backoff time.Duration
+	// Once ends the client after its first goodbye instead of
+	// reconnecting: for a server that is not handed over.
+	Once bool
 }
 
 // Stats is what a client saw.
@@ -153,7 +156,7 @@ func (c *Client) run(ctx context.Context) {
 	defer close(c.done)
 	for ctx.Err() == nil {
 		wait, err := c.session(ctx)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || (err == nil && c.cfg.Once) {
 			return
 		}
 		if err != nil {
