@@ -88,6 +88,7 @@ func TestControl_commands(t *testing.T) {
 		t.Fatalf("reload a touched b: pid %d, was %d", nb.PID, b.PID)
 	}
 
+	baton.WaitOutput("generation exited: program=a gen=1", waitLong) // its exit is not the last one
 	a = programStatus(t, cfg, "a")
 	syscall.Kill(a.PID, syscall.SIGKILL)
 	baton.WaitOutput("ready: program=a gen=3", waitLong)
