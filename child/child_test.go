@@ -349,3 +349,45 @@ func TestWithDefaults_fitInStopTimeout(t *testing.T) {
 		t.Errorf("an explicit TaskTimeout was changed to %v", c.TaskTimeout)
 	}
 }
+
+// hangingListener's Close blocks until release is closed, as closing a
+// socket another thread is blocked in accept(2) on does.
+type hangingListener struct {
+	net.Listener
+	release chan struct{}
+}
+
+func (l *hangingListener) Close() error {
+	<-l.release
+	return l.Listener.Close()
+}
+
+// A listener close that times out (and completes later) is logged as what
+// it is; it is not reported as requests cut off, and the exit status
+// stays 0.
+func TestServe_listenerCloseTimeoutIsNotCutRequests(t *testing.T) {
+	log := proctest.NewBuffer()
+	s := newTestServer(t, Config{CloseTimeout: 10 * time.Millisecond,
+		Logger: hclog.New(&hclog.LoggerOptions{Output: log})})
+	release := make(chan struct{})
+	s.ln.Listener = &hangingListener{Listener: s.ln.Listener, release: release}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, http.NotFoundHandler())
+	c := dial(t, s.Addr())
+	if resp := c.get(t, "/"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	c.Close()
+	cancel()
+	if _, ok := log.Wait("closing the listener timed out", 1, 30*time.Second); !ok {
+		t.Fatalf("log:\n%s", log)
+	}
+	close(release) // http.Server.Shutdown waits for its Serve to return
+	err := result(t, done)
+	if err != nil || ExitCode(err) != 0 {
+		t.Fatalf("want a clean drain, have %v", err)
+	}
+	if !strings.Contains(log.String(), "closing the listener timed out") || strings.Contains(log.String(), "requests cut off") {
+		t.Fatalf("log:\n%s", log)
+	}
+}

@@ -280,7 +280,10 @@ func (s *Server) drain(srv *http.Server, goaway func()) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	err := srv.Shutdown(ctx)
 	cancel()
-	if err != nil {
+	// Shutdown also returns the listener's close error (a close that
+	// timed out in step 1, already logged): only its deadline cuts off
+	// requests.
+	if errors.Is(err, context.DeadlineExceeded) {
 		derr.Requests = int(s.inflight.Load())
 		srv.Close()
 		s.log.Error("requests cut off by the shutdown timeout", "requests", derr.Requests, "timeout", s.cfg.ShutdownTimeout.String())
