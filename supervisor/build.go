@@ -276,6 +276,7 @@ func (b *builder) cleanup() {
 	}
 	b.outputs = nil
 	os.Remove(b.dir) // only when empty: another builder of the same name may use it
+	b.log.Debug("builder stopped; its binaries were removed")
 }
 
 func round(d time.Duration) string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/baton-run/baton/supervisor/control"
@@ -18,11 +19,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listenControl opens the control socket: mode 0600 in a directory of
-// its own. A socket file left by a baton that died is replaced; one that
-// answers means another baton runs with it, which is an error.
+// listenControl opens the control socket: mode 0600 in a directory that
+// only baton's user (or root) owns and can write, so that nobody else can
+// replace the socket under the CLI. A socket file left by a baton that
+// died is replaced; one that answers means another baton runs with it,
+// which is an error.
 func listenControl(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := checkPrivateDir(dir); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	if st, err := os.Lstat(path); err == nil {
@@ -45,6 +52,24 @@ func listenControl(path string) (net.Listener, error) {
 	}
 	l.(*net.UnixListener).SetUnlinkOnClose(true)
 	return &peerListener{Listener: l, uid: uint32(os.Getuid()), root: true}, nil
+}
+
+// checkPrivateDir returns an error that says what to fix unless dir is
+// owned by baton's user or root, and writable by nobody else.
+func checkPrivateDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	euid := uint32(os.Geteuid())
+	if st.Uid != euid && st.Uid != 0 {
+		return fmt.Errorf("%s belongs to uid %d, not to baton's user (uid %d), who could replace the socket: chown it to uid %d, or set control { socket = … } in a directory of baton's user", dir, st.Uid, euid, euid)
+	}
+	if mode := fi.Mode().Perm(); mode&0o022 != 0 {
+		return fmt.Errorf("%s is writable by other users (mode %04o), who could replace the socket: chmod go-w %s (baton creates it 0700), or set control { socket = … } elsewhere", dir, mode, dir)
+	}
+	return nil
 }
 
 // peerListener accepts only peers of baton's own uid, or root: the socket

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -106,6 +107,8 @@ type spawnSpec struct {
 	post func(event)
 	// output takes each line the generation writes.
 	output func(g *generation, line []byte)
+	// log receives baton's events about the generation.
+	log hclog.Logger
 }
 
 // resolveCommand finds the executable: a bare name in PATH (the program's
@@ -211,6 +214,7 @@ func binaryHash(path string) (string, error) {
 // process group, from the spawner's thread, with their sockets as fds 3…
 // and a notify socket of their own.
 type starter struct {
+	seq     atomic.Int64 // numbers notify sockets: never one name twice
 	spawner *spawner
 	runDir  string
 	baseEnv []string
@@ -231,7 +235,7 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 	}()
 	undo = append(undo, sp.lease.release)
 	g = &generation{n: sp.n, cfg: sp.cfg, key: sp.key, lease: sp.lease, done: make(chan struct{})}
-	g.notify, err = listenNotify(filepath.Join(s.runDir, fmt.Sprintf("%.40s.%d.sock", sp.program, sp.n)))
+	g.notify, err = listenNotify(filepath.Join(s.runDir, fmt.Sprintf("%d.%.40s.sock", s.seq.Add(1), sp.program)))
 	if err != nil {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
@@ -274,6 +278,9 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		return nil, err
 	}
 	if cred != nil {
+		if err := CheckUser(sp.cfg); err != nil {
+			return nil, err
+		}
 		// The program's user must reach its notify socket, and nobody
 		// else: baton's runtime directory is searchable (0711), the
 		// socket is the user's alone.
@@ -318,8 +325,16 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		}()
 	}
 	go reap(g, cmd, &pumps, sp.post)
+	uid := uint32(os.Geteuid())
+	if cred != nil {
+		uid = cred.Uid
+	}
 	go g.notify.read(
+		func(c unix.Ucred) bool { return (c.Uid == uid || c.Uid == 0) && inProcessGroup(int(c.Pid), g.pid) },
 		func(m protocol.Message) { sp.post(evNotify{g, m}) },
+		func(c unix.Ucred) {
+			sp.log.Warn("notify message refused: the sender is not a process of this generation", "gen", sp.n, "sender_pid", c.Pid, "sender_uid", c.Uid)
+		},
 		func(err error) { g.log.Debug("bad notify message", "error", err) },
 	)
 	switch sp.cfg.Ready.Mode {

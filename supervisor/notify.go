@@ -4,41 +4,78 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/baton-run/baton/internal/protocol"
+	"golang.org/x/sys/unix"
 )
 
 // notifySocket receives the sd_notify datagrams of one generation. It has
 // a path of its own, so any process of the generation may send to it:
-// systemd-notify sends from its own pid, not the program's.
+// systemd-notify sends from its own pid, not the program's. The kernel
+// attaches each sender's credentials (SO_PASSCRED), and only messages
+// from the generation's own processes count, as systemd's
+// NotifyAccess=all does for a service: anyone else who can reach the path
+// cannot make a broken generation look ready, or stall its stop.
 type notifySocket struct {
 	path string
+	ino  uint64 // of the socket file it created: close removes that file only
 	conn *net.UnixConn
 }
 
+// listenNotify creates the notify socket at path, a name of its own in
+// baton's runtime directory: a file already there is not baton's, and is
+// an error.
 func listenNotify(path string) (*notifySocket, error) {
-	os.Remove(path) // a leftover of a crashed baton with our pid
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return nil, err
 	}
+	n := &notifySocket{path: path, conn: conn}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	n.ino = st.Ino
+	fail := func(err error) (*notifySocket, error) {
+		n.close()
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fail(err)
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return fail(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil {
+		return fail(err)
+	}
+	if serr != nil {
+		return fail(serr)
+	}
 	conn.SetReadBuffer(256 << 10)
-	return &notifySocket{path: path, conn: conn}, nil
+	return n, nil
 }
 
-// read calls handle for each valid message until the socket is closed.
-// Datagrams may carry file descriptors (systemd-notify's BARRIER=1 sends a
-// pipe and waits until the receiver closes it): every descriptor received
-// is closed, whatever the message says.
-func (n *notifySocket) read(handle func(protocol.Message), bad func(error)) {
+// read calls handle for each valid message from a sender that accept
+// takes, and refused for each other sender, once per pid, until the
+// socket is closed. Datagrams may carry file descriptors (systemd-notify's
+// BARRIER=1 sends a pipe and waits until the receiver closes it): every
+// descriptor received is closed once the message was handled, whatever it
+// says.
+func (n *notifySocket) read(accept func(unix.Ucred) bool, handle func(protocol.Message), refused func(unix.Ucred), bad func(error)) {
 	buf := make([]byte, protocol.MaxNotifySize)
-	oob := make([]byte, syscall.CmsgSpace(16*4))
+	oob := make([]byte, syscall.CmsgSpace(16*4)+syscall.CmsgSpace(unix.SizeofUcred))
+	told := map[int32]bool{}
 	for {
 		nb, noob, _, _, err := n.conn.ReadMsgUnix(buf, oob)
-		if noob > 0 {
-			closeRights(oob[:noob])
-		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -46,24 +83,21 @@ func (n *notifySocket) read(handle func(protocol.Message), bad func(error)) {
 			bad(err)
 			continue
 		}
-		msg, err := protocol.ParseMessage(buf[:nb])
-		if err != nil {
-			bad(err)
-			continue
-		}
-		handle(msg)
-	}
-}
-
-func closeRights(oob []byte) {
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil {
-		return
-	}
-	for _, m := range msgs {
-		fds, err := syscall.ParseUnixRights(&m)
-		if err != nil {
-			continue
+		cred, fds := controlMessages(oob[:noob])
+		switch {
+		case cred == nil:
+			bad(errors.New("notify message without the sender's credentials"))
+		case !accept(*cred):
+			if !told[cred.Pid] {
+				told[cred.Pid] = true
+				refused(*cred)
+			}
+		default:
+			if msg, err := protocol.ParseMessage(buf[:nb]); err != nil {
+				bad(err)
+			} else {
+				handle(msg)
+			}
 		}
 		for _, fd := range fds {
 			syscall.Close(fd)
@@ -71,7 +105,77 @@ func closeRights(oob []byte) {
 	}
 }
 
+// controlMessages returns the sender's credentials and the descriptors a
+// datagram carried.
+func controlMessages(oob []byte) (*unix.Ucred, []int) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, nil
+	}
+	var cred *unix.Ucred
+	var fds []int
+	for _, m := range msgs {
+		if c, err := unix.ParseUnixCredentials(&m); err == nil {
+			cred = c
+			continue
+		}
+		if f, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, f...)
+		}
+	}
+	return cred, fds
+}
+
+// close closes the socket and removes its file, if the file is still the
+// one it created.
 func (n *notifySocket) close() {
 	n.conn.Close()
-	os.Remove(n.path)
+	var st syscall.Stat_t
+	if syscall.Stat(n.path, &st) == nil && st.Ino == n.ino {
+		os.Remove(n.path)
+	}
+}
+
+// inProcessGroup reports whether process pid belongs to the generation
+// whose leader is leader: it is the leader, it is in the leader's
+// process group, or the leader is among its ancestors. The process must
+// still exist (a zombie does): a sender that exited and was reaped before
+// its message was read cannot be told apart from a stranger.
+func inProcessGroup(pid, leader int) bool {
+	for depth := 0; pid > 1 && depth < 64; depth++ {
+		if pid == leader {
+			return true
+		}
+		ppid, pgrp, ok := procStat(pid)
+		if !ok {
+			return false
+		}
+		if pgrp == leader {
+			return true
+		}
+		pid = ppid
+	}
+	return false
+}
+
+// procStat reads a process's parent and process group from
+// /proc/PID/stat.
+func procStat(pid int) (ppid, pgrp int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 3 {
+		return 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	pgrp, err2 := strconv.Atoi(f[2])
+	return ppid, pgrp, err1 == nil && err2 == nil
 }

@@ -121,3 +121,23 @@ program "app" {
 	}
 	h.stop()
 }
+
+// Start during a restart backoff starts the program at once and waits
+// for it, instead of answering success with nothing started.
+func TestStart_duringBackoffStartsNow(t *testing.T) {
+	h := newHarness(t, fakeProgram("app", "serve", `restart {
+    backoff     = "1h"
+    max_backoff = "1h"
+  }`))
+	h.waitEvent("app", "ready", 1)
+	syscall.Kill(h.status("app").PID, syscall.SIGKILL)
+	h.waitLog("restarting after a backoff", 1)
+	res, err := h.sup.StartProgram(context.Background(), "app")
+	if err != nil || res.Generation != 2 {
+		t.Fatalf("Start in backoff: want gen 2 serving, have %+v %v", res, err)
+	}
+	if st := h.status("app"); st.State != control.StateRunning || st.PID != get(t, h.sup.Addr("app", "http")) {
+		t.Fatalf("after Start: %+v", st)
+	}
+	h.stop()
+}

@@ -444,7 +444,7 @@ func (p *program) begin(req *request) {
 	p.lastKey = key
 	g, err := p.env.start(spawnSpec{
 		program: p.name, n: n, cfg: cfg, path: path, key: key, lease: l.clone(),
-		post: p.post, output: p.output,
+		post: p.post, output: p.output, log: p.log,
 	})
 	if err != nil {
 		p.failStart(req, n, fmt.Sprintf("cannot start: %v", err), "")
@@ -496,6 +496,7 @@ func (p *program) failStart(req *request, n int, why, output string) {
 		return
 	}
 	p.log.Error("start failed", args...)
+	p.env.observe(Event{Program: p.name, What: "start-failed", Generation: n, Why: why})
 	p.end(req, handoverResult{Err: fmt.Errorf("%w: gen %d: %s", ErrStartFailed, n, why)})
 	if p.queued != nil {
 		p.next() // a newer request comes first

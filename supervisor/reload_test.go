@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -123,4 +124,41 @@ program "app" {
 			t.Fatalf("build outputs left behind: %v", entries)
 		}
 	}
+}
+
+// baton dev: a program removed from the config takes its builder with it,
+// and its binaries are removed then, not when baton stops.
+func TestDev_removedProgramStopsItsBuilder(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(src, 0o755)
+	argv, _ := proctest.SelfArgv("")
+	dev := fmt.Sprintf(`
+watch { debounce = "50ms" }
+program "app" {
+  command = ["./bin/app"]
+  listener "http" { address = "127.0.0.1:0" }
+  build {
+    command = [%q, %q, "{output}"]
+    env     = { BATON_TEST_CHILD = "fake-build" }
+    watch   = [%q]
+  }
+}
+`, argv[0], argv[1], src)
+	h := newHarnessWith(t, dev+fakeProgram("other", "serve", ""), Config{Dev: true})
+	h.waitEvent("app", "ready", 1)
+	h.waitEvent("other", "ready", 1)
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	h.write(`watch { debounce = "50ms" }` + fakeProgram("other", "serve", ""))
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitLog("builder stopped; its binaries were removed: program=app", 1)
+	builds := filepath.Join(dir, config.DefaultBuildDir, "app")
+	if entries, err := os.ReadDir(builds); err == nil && len(entries) > 0 {
+		t.Fatalf("the removed program's builds are left: %v", entries)
+	}
+	h.stop()
 }

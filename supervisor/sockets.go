@@ -35,6 +35,7 @@ type socket struct {
 	// systemd passed it to baton: it is never closed, so that it can
 	// serve again if a reload brings its listener back.
 	inherited bool
+	program   string // inherited: the program that holds it now
 }
 
 // socketPool is the supervisor's table of open listening sockets, shared
@@ -83,17 +84,28 @@ func (t *socketPool) acquire(program string, ls []config.Listener) (*lease, erro
 
 // acquireLocked takes a reference on the socket of one listener: the one
 // systemd passed to baton under the name "program.listener" or
-// "listener", else the one open for its key, else a new one.
+// "listener", else the one open for its key, else a new one. A socket
+// passed under a plain listener name serves one program at a time: two
+// programs with a listener of that name would share it unknowingly, so
+// the second is refused.
 func (t *socketPool) acquireLocked(program string, l config.Listener) (*socket, error) {
 	key := l.Key(program)
 	for _, name := range []string{program + "." + l.Name, l.Name} {
-		if f, ok := t.inherited[name]; ok {
-			key = "fd:" + name
-			if _, open := t.byKey[key]; !open {
-				t.byKey[key] = &socket{key: key, address: l.Address, bound: boundAddr(f), file: f, inherited: true}
-			}
-			break
+		f, ok := t.inherited[name]
+		if !ok {
+			continue
 		}
+		key = "fd:" + name
+		s, open := t.byKey[key]
+		switch {
+		case !open:
+			t.byKey[key] = &socket{key: key, address: l.Address, bound: boundAddr(f), file: f, inherited: true, program: program}
+		case s.refs == 0:
+			s.program = program
+		case s.program != program:
+			return nil, fmt.Errorf("systemd passed one socket named %q, and programs %q and %q both have a listener %q: name the sockets %q and %q (FileDescriptorName= in the socket unit), one for each", name, s.program, program, l.Name, s.program+"."+l.Name, program+"."+l.Name)
+		}
+		break
 	}
 	s, ok := t.byKey[key]
 	if !ok {

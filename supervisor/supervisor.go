@@ -96,9 +96,12 @@ type Supervisor struct {
 
 // Event is something that happened to a generation, for observers.
 type Event struct {
-	Program    string // the program's name
-	What       string // "ready" or "exit"
+	Program string // the program's name
+	// What happened: "ready", "exit", or "start-failed" (the generation
+	// failed to become ready while none served).
+	What       string
 	Generation int    // the generation it happened to
+	Why        string // start-failed: why
 }
 
 // The messages of the supervisor's loop.

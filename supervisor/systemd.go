@@ -13,23 +13,30 @@ import (
 )
 
 // systemd is baton's side of the protocols it speaks with its own service
-// manager: with Type=notify it says READY=1 once every program is ready,
-// RELOADING=1 and READY=1 around a reload, and STOPPING=1; started with
-// socket activation, it passes the sockets it was given to its programs
-// by name instead of opening its own.
+// manager: with Type=notify it says READY=1 once every program has either
+// become ready or failed its first start (with STATUS= naming those that
+// failed), RELOADING=1 and READY=1 around a reload, and STOPPING=1;
+// started with socket activation, it passes the sockets it was given to
+// its programs by name instead of opening its own.
+//
+// READY=1 does not wait for every program to serve: one program that
+// cannot start would otherwise get baton, and every healthy program with
+// it, killed at TimeoutStartSec, again and again under Restart=. A program
+// that failed is restarted by its own policy, and STATUS= says so.
 type systemd struct {
 	notify string // NOTIFY_SOCKET, "" when baton was not started by systemd
 
 	mu       sync.Mutex
-	programs []string       // the programs of the config, to wait for
-	ready    map[string]int // programs that became ready: their generation
-	sent     bool           // READY=1 was sent
+	programs []string          // the programs of the config, to wait for
+	ready    map[string]int    // programs that serve: their generation
+	failed   map[string]string // programs whose start failed while none served: why
+	sent     bool              // READY=1 was sent
 }
 
 // takeSystemd reads baton's own systemd environment and removes it, so that
 // its programs get theirs from baton only.
 func takeSystemd(pool *socketPool) (*systemd, error) {
-	sd := &systemd{notify: os.Getenv(protocol.EnvNotifySocket), ready: map[string]int{}}
+	sd := &systemd{notify: os.Getenv(protocol.EnvNotifySocket), ready: map[string]int{}, failed: map[string]string{}}
 	os.Unsetenv(protocol.EnvNotifySocket)
 	in, err := protocol.InheritFromEnv()
 	if err != nil {
@@ -57,20 +64,32 @@ func (sd *systemd) expect(programs []string) {
 	sd.programs = programs
 }
 
-// observe follows generations becoming ready: READY=1 goes once every
-// program of the config has been ready, and STATUS says who serves.
+// observe follows the programs: READY=1 goes once every program of the
+// config has been ready or has failed to start, and STATUS says who
+// serves and who failed.
 func (sd *systemd) observe(e Event) {
-	if sd == nil || sd.notify == "" || e.What != "ready" {
+	if sd == nil || sd.notify == "" {
 		return
 	}
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	sd.ready[e.Program] = e.Generation
+	switch e.What {
+	case "ready":
+		sd.ready[e.Program] = e.Generation
+		delete(sd.failed, e.Program)
+	case "start-failed":
+		if _, serving := sd.ready[e.Program]; serving {
+			return
+		}
+		sd.failed[e.Program] = e.Why
+	default:
+		return
+	}
 	all := true
 	for _, p := range sd.programs {
-		if _, ok := sd.ready[p]; !ok {
-			all = false
-		}
+		_, ready := sd.ready[p]
+		_, failed := sd.failed[p]
+		all = all && (ready || failed)
 	}
 	status := sd.statusLocked()
 	if all && !sd.sent {
@@ -82,16 +101,20 @@ func (sd *systemd) observe(e Event) {
 }
 
 func (sd *systemd) statusLocked() string {
-	names := make([]string, 0, len(sd.ready))
-	for n := range sd.ready {
-		names = append(names, n)
+	var serving, failed []string
+	for n, gen := range sd.ready {
+		serving = append(serving, fmt.Sprintf("%s gen %d", n, gen))
 	}
-	sort.Strings(names)
-	parts := make([]string, len(names))
-	for i, n := range names {
-		parts[i] = fmt.Sprintf("%s gen %d", n, sd.ready[n])
+	for n, why := range sd.failed {
+		failed = append(failed, fmt.Sprintf("%s (%s)", n, why))
 	}
-	return "serving: " + strings.Join(parts, ", ")
+	sort.Strings(serving)
+	sort.Strings(failed)
+	status := "serving: " + strings.Join(serving, ", ")
+	if len(failed) > 0 {
+		status += "; failed to start: " + strings.Join(failed, ", ")
+	}
+	return status
 }
 
 // reloading tells systemd that a reload began (Type=notify-reload wants

@@ -1,6 +1,10 @@
 package supervisor
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -38,4 +42,76 @@ func credential(p *config.Program) (*syscall.Credential, error) {
 		cred.Groups = []uint32{} // drop baton's supplementary groups
 	}
 	return cred, nil
+}
+
+// CheckUser reports whether program p's user can be started: nil when p
+// sets no user, or when that user may execute baton's own binary (every
+// program starts through it: the exec shim that sets LISTEN_PID runs as
+// the program's user), enter the program's directory and execute its
+// command. baton check and every start with a user ask it, so that the
+// error says what to fix instead of "permission denied".
+func CheckUser(p *config.Program) error {
+	cred, err := credential(p)
+	if err != nil || cred == nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := accessibleBy(exe, false, cred); err != nil {
+		return fmt.Errorf("user %q cannot execute baton's own binary, through which baton starts each program: %w; install baton where that user can run it, such as /usr/local/bin/baton with mode 0755", p.User, err)
+	}
+	if err := accessibleBy(p.Dir, true, cred); err != nil {
+		return fmt.Errorf("user %q cannot enter the program's directory: %w", p.User, err)
+	}
+	if path, err := resolveCommand(p); err == nil {
+		if err := accessibleBy(path, false, cred); err != nil {
+			return fmt.Errorf("user %q cannot execute the program's command: %w", p.User, err)
+		}
+	}
+	return nil
+}
+
+// accessibleBy checks the permission bits that exec(2) and chdir(2)
+// check for a process with cred: search on every directory of path, and
+// execute on the file itself (search, for a directory). Root may execute
+// any file that has an execute bit.
+func accessibleBy(path string, dir bool, cred *syscall.Credential) error {
+	allowed := func(st *syscall.Stat_t, bit uint32) bool {
+		mode := st.Mode
+		switch {
+		case cred.Uid == 0:
+			return mode&0o111 != 0 || mode&syscall.S_IFMT == syscall.S_IFDIR
+		case st.Uid == cred.Uid:
+			return mode&(bit<<6) != 0
+		case st.Gid == cred.Gid || slices.Contains(cred.Groups, st.Gid):
+			return mode&(bit<<3) != 0
+		}
+		return mode&bit != 0
+	}
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(dir, &st); err != nil {
+			return err
+		}
+		if !allowed(&st, 1) {
+			return fmt.Errorf("%s is not searchable by uid %d (mode %04o)", dir, cred.Uid, st.Mode&0o7777)
+		}
+		if dir == "/" {
+			break
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return err
+	}
+	if !allowed(&st, 1) {
+		what := "executable"
+		if dir {
+			what = "searchable"
+		}
+		return fmt.Errorf("%s is not %s by uid %d (mode %04o)", path, what, cred.Uid, st.Mode&0o7777)
+	}
+	return nil
 }

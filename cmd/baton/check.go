@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/baton-run/baton/supervisor"
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/hashicorp/hcl/v2"
 )
@@ -11,6 +12,10 @@ import (
 const checkDesc = `
 Validate the config file without starting anything. Each problem is
 printed with its position (config.hcl:4,3-15) and what to do about it.
+A program with a user is checked against the file system too: that
+user must be able to execute baton's own binary (baton starts each
+program through it) and the program's command, and to enter its
+directory.
 Exit status 1 when the file has errors; warnings alone exit 0.`
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -28,6 +33,16 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %s\n", kind, config.FormatDiagnostic(d))
 	}
 	if diags.HasErrors() {
+		return exitError
+	}
+	failed := false
+	for _, p := range f.Programs {
+		if err := supervisor.CheckUser(p); err != nil {
+			fmt.Fprintf(stderr, "error: program %q: %v\n", p.Name, err)
+			failed = true
+		}
+	}
+	if failed {
 		return exitError
 	}
 	fmt.Fprintf(stdout, "%s: ok, %d program(s)\n", *file, len(f.Programs))

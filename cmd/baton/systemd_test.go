@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,42 +93,117 @@ func TestSystemd_socketActivationAndNotify(t *testing.T) {
 	}
 }
 
-// With user set, the program runs as that user: its uid, gid and groups
-// are the user's, not root's.
+// With user set, the program runs as that user: its uid, gid and
+// supplementary groups are the user's, not root's, and its notify socket
+// is that user's alone. baton's own binary must be executable by the user
+// (it starts every program): baton check says so when it is not.
+//
+// It runs as root (CI does, with BATON_REQUIRE_ROOT=1: then it fails
+// instead of skipping), with a user and groups of its own.
 func TestUser_privilegesDropped(t *testing.T) {
 	if os.Getuid() != 0 {
+		if os.Getenv("BATON_REQUIRE_ROOT") != "" {
+			t.Fatal("BATON_REQUIRE_ROOT is set, and this test does not run as root")
+		}
 		t.Skip("dropping privileges needs root")
 	}
-	// The binary must be reachable by nobody: a copy in a public directory.
-	dir, err := os.MkdirTemp("", "baton-user-")
+	user := newTestUser(t)
+
+	// In a private directory (the go test cache is 0700), baton's binary
+	// cannot be executed by the user: check says so, and why.
+	pub, err := os.MkdirTemp("", "baton-user-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
+	defer os.RemoveAll(pub)
+	os.Chmod(pub, 0o755)
 	self, _ := os.Executable()
-	bin := filepath.Join(dir, "baton.test")
-	copyFile(t, self, bin, "")
-	cfg := filepath.Join(dir, "config.hcl")
-	os.WriteFile(cfg, []byte(`
+	cfg := filepath.Join(pub, "config.hcl")
+	writeCfg := func(bin string) {
+		os.WriteFile(cfg, []byte(`
 program "app" {
   command = ["`+bin+`", "-test.run=^$"]
   env     = { BATON_TEST_CHILD = "serve" }
-  user    = "nobody"
+  user    = "`+user.name+`"
   listener "http" { address = "127.0.0.1:0" }
 }
 `), 0o644)
+	}
+	writeCfg(self)
+	code, _, errs := ctl(t, "check", "-config", cfg)
+	if code != exitError || !strings.Contains(errs, "cannot execute baton's own binary") || !strings.Contains(errs, "/usr/local/bin") {
+		t.Fatalf("check with a binary the user cannot run: want exit 1 and the fix, have %d %q", code, errs)
+	}
+
+	// A copy in a public directory.
+	bin := filepath.Join(pub, "baton.test")
+	copyFile(t, self, bin, "")
+	writeCfg(bin)
+	check := func(cfg string) (string, error) {
+		cmd := exec.Command(bin, "-test.run=^$", "check", "-config", cfg)
+		cmd.Env = append(os.Environ(), proctest.EnvChild+"=baton")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	// A program directory the user cannot enter (a config file in a
+	// private directory, the default dir) is reported too.
+	private := filepath.Join(t.TempDir(), "config.hcl")
+	b, _ := os.ReadFile(cfg)
+	os.WriteFile(private, b, 0o644)
+	if out, err := check(private); err == nil || !strings.Contains(out, "cannot enter the program's directory") {
+		t.Fatalf("check with a private program directory: %v %q", err, out)
+	}
+	if out, err := check(cfg); err != nil {
+		t.Fatalf("check of the public copy: %v\n%s", err, out)
+	}
 	cmd := exec.Command(bin, "-test.run=^$", "run", "-config", cfg)
 	cmd.Env = append(os.Environ(), proctest.EnvChild+"=baton")
 	baton := proctest.Start(t, cmd)
 	baton.WaitOutput("ready: program=app gen=1", waitLong)
 	addr := reAddr.FindStringSubmatch(baton.WaitOutput("serving: ", waitLong))[1]
-	resp := proctest.Get(t, "http://"+addr+"/whoami")
-	if resp != "uid=65534 gid=65534 groups=[]" {
-		t.Fatalf("the program runs as %q, want nobody without groups", resp)
+	want := fmt.Sprintf("uid=%d gid=%d groups=[%d] notify=%d:%d/0600", user.uid, user.gid, user.extraGid, user.uid, user.gid)
+	if resp := proctest.Get(t, "http://"+addr+"/whoami"); resp != want {
+		t.Fatalf("the program runs as %q, want %q", resp, want)
 	}
 	baton.Signal(syscall.SIGTERM)
 	if code, _ := exitStatus(baton.Wait(waitLong)); code != 0 {
 		t.Fatalf("baton exit %d", code)
 	}
+}
+
+type testUser struct {
+	name               string
+	uid, gid, extraGid int
+}
+
+// newTestUser creates a system user with a primary group and one
+// supplementary group, removed at the end of the test.
+func newTestUser(t *testing.T) testUser {
+	t.Helper()
+	for _, tool := range []string{"useradd", "groupadd", "userdel", "groupdel"} {
+		proctest.RequireTool(t, tool)
+	}
+	name := fmt.Sprintf("bt%d", os.Getpid()%100000)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	run("groupadd", "--system", name+"x")
+	t.Cleanup(func() { exec.Command("groupdel", name+"x").Run() })
+	run("useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "--groups", name+"x", name)
+	t.Cleanup(func() { exec.Command("userdel", name).Run(); exec.Command("groupdel", name).Run() })
+	u, err := osuser.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := osuser.LookupGroup(name + "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	extra, _ := strconv.Atoi(g.Gid)
+	return testUser{name: name, uid: uid, gid: gid, extraGid: extra}
 }

@@ -47,9 +47,10 @@ var Children = map[string]func() int{
 		fmt.Fprintln(os.Stderr, "fake: cannot open the database: permission denied")
 		return 2
 	},
-	// never-ready: runs but never says READY=1.
+	// never-ready: runs but never says READY=1. It prints its notify
+	// socket.
 	"never-ready": func() int {
-		fmt.Println("fake: warming up forever")
+		fmt.Printf("fake: warming up forever; notify socket %s\n", os.Getenv("NOTIFY_SOCKET"))
 		waitSignal(syscall.SIGTERM)
 		return 0
 	},
@@ -163,6 +164,7 @@ var Children = map[string]func() int{
 }
 
 func fakeServe(cfg child.Config) int {
+	notify := os.Getenv("NOTIFY_SOCKET") // child.New takes it from the environment
 	srv, err := child.New(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -174,6 +176,10 @@ func fakeServe(cfg child.Config) int {
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		groups, _ := syscall.Getgroups()
 		fmt.Fprintf(w, "uid=%d gid=%d groups=%v", os.Getuid(), os.Getgid(), groups)
+		var st syscall.Stat_t
+		if err := syscall.Stat(notify, &st); err == nil {
+			fmt.Fprintf(w, " notify=%d:%d/%04o", st.Uid, st.Gid, st.Mode&0o7777)
+		}
 	})
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		for _, kv := range os.Environ() {
