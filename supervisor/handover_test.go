@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -312,24 +313,55 @@ func TestGrandchild_diesWithTheGeneration(t *testing.T) {
 	h.stop()
 }
 
-// Passing the socket to new generations never switches its shared file
-// description to blocking mode under the generations already running.
+// Passing the socket to a new generation never switches its shared file
+// description to blocking mode under the generation that serves. The
+// flag is read while the new generation waits at a gate before it takes
+// the socket (its Go runtime would make the description non-blocking
+// again), under load on the old one, which must drain without its
+// listener close hanging.
 func TestSockets_nonblockingFlagSurvivesHandovers(t *testing.T) {
-	h := newHarness(t, fakeProgram("app", "serve", ""))
+	gate := filepath.Join(t.TempDir(), "gate")
+	if err := syscall.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	release, err := os.OpenFile(gate, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release.Close()
+	gated := strings.Replace(fakeProgram("app", "serve", ""), `BATON_TEST_CHILD = "serve"`, fmt.Sprintf(`BATON_TEST_CHILD = "serve", FAKE_GATE = %q`, gate), 1)
+	h := newHarness(t, gated)
+	release.Write([]byte{1})
 	h.waitEvent("app", "ready", 1)
+	h.sup.pool.mu.Lock()
 	s := h.sup.pool.byKey["127.0.0.1:0#app.http"]
+	h.sup.pool.mu.Unlock()
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: h.sup.Addr("app", "http"), Clients: 8, Get: true, Path: "/"})
 	for gen := 2; gen <= 3; gen++ {
-		if _, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true}); err != nil {
-			t.Fatal(err)
-		}
+		load.WaitAcked(load.Acked()+100, waitLong)
+		done := make(chan error, 1)
+		go func() {
+			_, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "test", Force: true})
+			done <- err
+		}()
+		h.waitLog(fmt.Sprintf("starting: program=app gen=%d", gen), 1) // at the gate
 		flags, err := fcntlFlags(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if flags&syscall.O_NONBLOCK == 0 {
-			t.Fatalf("after the handover to gen %d the socket is in blocking mode", gen)
+			t.Fatalf("starting gen %d switched the socket to blocking mode under gen %d", gen, gen-1)
+		}
+		load.WaitAcked(load.Acked()+100, waitLong) // gen-1 serves on
+		release.Write([]byte{1})
+		if err := <-done; err != nil {
+			t.Fatal(err)
 		}
 		h.waitEvent("app", "exit", gen-1)
+	}
+	res := load.Stop()
+	if res.FailedTotal() != 0 {
+		t.Fatalf("%d of %d requests failed: %v", res.FailedTotal(), res.Requests, res.Failed)
 	}
 	if strings.Contains(h.log.String(), "closing the listener timed out") {
 		t.Fatal("a child's listener close hung")
