@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,11 +51,80 @@ func TestSmoke(t *testing.T) {
 		if b.Handovers != 1 {
 			t.Errorf("baton: want 1 handover, have %d", b.Handovers)
 		}
+		if b.Failed != 0 {
+			t.Errorf("baton: want 0 failed requests, have %d: %v", b.Failed, b.FailedByKind)
+		}
 		if b.Acked == 0 || b.LostWrites != 0 {
 			t.Errorf("baton: want 0 lost writes of some acknowledged, have %d of %d", b.LostWrites, b.Acked)
 		}
 		if b.Baton == nil || b.Baton.RSSMiB == 0 || b.Baton.FDs == 0 || b.Baton.Goroutines == 0 {
 			t.Errorf("baton: want its RSS, fds and goroutines, have %+v", b.Baton)
+		}
+	})
+
+	t.Run("peers", func(t *testing.T) {
+		bins := peerBinsOrSkip(ctx, t, e)
+		var systems []peerSystem
+		for _, s := range peerSystems() {
+			if s.name != "air" { // air's build fetches and compiles much more: the bench command runs it
+				systems = append(systems, s)
+			}
+		}
+		opt := options{Duration: time.Second, Handovers: 1, Clients: 4, Runs: 1}
+		var emitted []string
+		rs, err := comparePeers(ctx, e, bins, systems, opt, func(r *peerResult) { emitted = append(emitted, r.System) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if have, want := strings.Join(emitted, ","), "direct,baton,tableflip,tableflip-drain,overseer"; have != want {
+			t.Fatalf("want systems %s, have %s", want, have)
+		}
+		var out strings.Builder
+		printPeers(&out, opt, rs)
+		t.Log("\n" + out.String())
+		for _, r := range rs {
+			if r.OK == 0 {
+				t.Errorf("%s: no request answered: %+v", r.System, r)
+			}
+			restarts := 1
+			if r.System == "direct" {
+				restarts = 0
+			}
+			if r.Restarts != restarts || r.TriggerToServing.N != restarts || (restarts > 0 && r.TriggerToServing.P50 <= 0) {
+				t.Errorf("%s: want %d restarts, each timed, have %d and %+v", r.System, restarts, r.Restarts, r.TriggerToServing)
+			}
+			if (r.System == "baton" || r.System == "direct") && r.Failed != 0 {
+				t.Errorf("%s: want 0 failed requests, have %d: %v", r.System, r.Failed, r.FailedByKind)
+			}
+		}
+		// No process of the peers outlives the run.
+		if left := leftovers(t, bins); len(left) > 0 {
+			t.Errorf("processes still run: %v", left)
+		}
+	})
+
+	t.Run("devloop", func(t *testing.T) {
+		bins := peerBinsOrSkip(ctx, t, e)
+		systems := devSystems(nil, []string{"go-build", "baton-dev"})
+		rs, err := devLoop(ctx, e, bins, systems, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		printDevLoop(&out, rs)
+		t.Log("\n" + out.String())
+		var names []string
+		for _, r := range rs {
+			names = append(names, r.System)
+			if r.Changes != 1 || r.SaveToServing.P50 <= 0 {
+				t.Errorf("%s: want 1 change timed, have %+v", r.System, r)
+			}
+			if strings.HasPrefix(r.System, "baton-dev") && (r.Build.N != 1 || r.Ready.N != 1 || r.RefusedWindow.Max != 0) {
+				t.Errorf("%s: want its own build and ready times and no refused probe, have %+v", r.System, r)
+			}
+		}
+		if have, want := strings.Join(names, ","), "go-build,baton-dev,baton-dev-w"; have != want {
+			t.Errorf("want systems %s, have %s", want, have)
 		}
 	})
 
@@ -100,6 +173,97 @@ func TestSmoke(t *testing.T) {
 	})
 }
 
+// peerBinsOrSkip builds the peers' apps. It skips when their modules
+// cannot be had: the first build fetches tableflip and overseer through
+// the module proxy.
+func peerBinsOrSkip(ctx context.Context, t *testing.T, e *env) *peerBins {
+	t.Helper()
+	dl := exec.CommandContext(ctx, "go", "mod", "download")
+	dl.Dir = filepath.Join(e.root, "bench", "peers")
+	if out, err := dl.CombinedOutput(); err != nil {
+		t.Skipf("the peers' modules cannot be downloaded (is the module proxy out of reach?): %v\n%s", err, out)
+	}
+	bins, err := buildPeers(ctx, e, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bins
+}
+
+// leftovers lists the processes running one of the peers' binaries, and
+// the test's children left unreaped.
+func leftovers(t *testing.T, bins *peerBins) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if !alive(pid) {
+			if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
+				i := strings.LastIndexByte(string(b), ')')
+				if f := strings.Fields(string(b[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
+					out = append(out, fmt.Sprintf("%d unreaped", pid))
+				}
+			}
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil {
+			continue
+		}
+		for _, b := range []string{bins.plain, bins.tableflip, bins.drain, bins.overseer, bins.baton} {
+			if strings.TrimSuffix(exe, " (deleted)") == b {
+				out = append(out, fmt.Sprintf("%d %s", pid, filepath.Base(b)))
+			}
+		}
+	}
+	return out
+}
+
+// The versions the harness reports are the ones the nested modules pin.
+func TestPeerVersions(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"peers/go.mod", "github.com/cloudflare/tableflip " + tableflipVersion},
+		{"peers/go.mod", "github.com/jpillora/overseer " + overseerVersion},
+		{"peers/air/go.mod", "github.com/air-verse/air " + airVersion},
+	} {
+		b, err := os.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: want %q", tc.file, tc.want)
+		}
+	}
+}
+
+func TestEdit(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "main.go")
+	src := "package main\n\nconst edit = \"0\" // rewritten\n\nfunc main() {}\n"
+	if err := os.WriteFile(f, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := edit(f, "x-1"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(f)
+	lines := strings.Split(string(b), "\n")
+	if len(lines) != len(strings.Split(src, "\n")) || !strings.HasPrefix(lines[2], `const edit = "x-1"`) {
+		t.Errorf("want one line changed, have:\n%s", b)
+	}
+	os.WriteFile(f, []byte("package main\n"), 0o644)
+	if err := edit(f, "x-2"); err == nil {
+		t.Error("want an error for a file without the line")
+	}
+}
+
 func TestCLI_usage(t *testing.T) {
 	for _, args := range [][]string{
 		{"-soak", "500"},
@@ -111,6 +275,10 @@ func TestCLI_usage(t *testing.T) {
 		{"-runs", "0"},
 		{"-longlived", "-ws", "0", "-sse", "0"},
 		{"-longlived", "-rate", "0"},
+		{"-peers", "-devloop"},
+		{"-peers", "-scale"},
+		{"-peers", "-scenarios", "naive"},
+		{"-devloop", "-dev-build", "go build ."},
 	} {
 		var stderr strings.Builder
 		if code := cli(context.Background(), args, io.Discard, &stderr); code != 2 {

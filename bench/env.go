@@ -19,6 +19,7 @@ import (
 // env is one run of the harness: a work directory and the binaries built
 // into it.
 type env struct {
+	root     string // the repository: the main module's directory
 	work     string // scenario directories, logs and databases
 	baton    string // the baton binary
 	orders   string // the examples/orders binary
@@ -37,7 +38,7 @@ func setup(ctx context.Context, progress io.Writer, keep bool) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)
 	}
-	e := &env{work: work, progress: progress, keep: keep,
+	e := &env{root: root, work: work, progress: progress, keep: keep,
 		baton: filepath.Join(work, "bin", "baton"), orders: filepath.Join(work, "bin", "orders")}
 	fmt.Fprintf(progress, "bench: building baton and examples/orders in %s\n", work)
 	start := time.Now()
@@ -120,6 +121,7 @@ func childEnv(extra ...string) []string {
 type machine struct {
 	Date      string  `json:"date"`
 	CPUs      int     `json:"cpus"`
+	CPUModel  string  `json:"cpu_model,omitempty"` // from /proc/cpuinfo
 	MemoryGiB float64 `json:"memory_gib"`
 	GoVersion string  `json:"go"`
 	OS        string  `json:"os"`
@@ -132,11 +134,25 @@ type machine struct {
 
 func thisMachine() machine {
 	m := machine{Busy: busyPercent(time.Second), Date: time.Now().Format("2006-01-02 15:04 MST"), CPUs: runtime.NumCPU(),
-		GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadAvg: loadAvg()}
+		GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadAvg: loadAvg(), CPUModel: cpuModel()}
 	if kb := meminfo("MemTotal"); kb > 0 {
 		m.MemoryGiB = float64(kb) / (1 << 20)
 	}
 	return m
+}
+
+// cpuModel returns the processor's name, as /proc/cpuinfo gives it.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // loadAvg returns the 1, 5 and 15 minute load averages: a machine busy

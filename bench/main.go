@@ -9,6 +9,8 @@
 //	go run ./bench -scale                            handover time with 1, 10, 50 programs
 //	go run ./bench -soak                             1,000 handovers in a row under load
 //	go run ./bench -longlived                        WebSocket and SSE clients across 20 handovers
+//	go run ./bench -peers                            the same small app under baton, tableflip, overseer, air
+//	go run ./bench -devloop                          save → serving: baton dev, air, go build
 //
 // It builds baton and examples/orders from the module it runs in, and
 // sends its load to 127.0.0.1 only.
@@ -81,6 +83,15 @@ SSE clients of the example connected across handovers (20 unless
 -handovers says otherwise) under a steady POST load, and counts clean
 goodbyes, abnormal closes, reconnect times and events missed.
 
+-peers runs a small Gin app (50 ms start-up) alone (direct), under baton,
+tableflip (its example's Shutdown, and with a keep-alive-aware drain),
+overseer and air, one after another under the same uninterrupted load,
+with the same number of restarts (-duration 48s and 5 restarts unless
+set). The peers are built from bench/peers, whose go.mod files pin them.
+
+-devloop saves the same one-line change to the same app again and again
+(-handovers times) under baton dev and air, and times go build of it.
+
 Flags:
 `
 
@@ -93,7 +104,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var opt options
 	fs.DurationVar(&opt.Duration, "duration", 10*time.Second, "how long each scenario runs under load")
-	fs.IntVar(&opt.Handovers, "handovers", 5, "restarts (naive) and handovers (baton) per scenario, evenly spaced; with -scale, rounds per program count")
+	fs.IntVar(&opt.Handovers, "handovers", 5, "restarts (naive) and handovers (baton) per scenario, evenly spaced (with -peers, restarts per system); with -scale, rounds per program count; with -devloop, changes per system")
 	fs.IntVar(&opt.Clients, "c", 16, "concurrent keep-alive `clients`")
 	fs.DurationVar(&opt.Slice, "slice", time.Second, "the load's turn on each scenario: the scenarios of a request run side by side, their loads interleaved (0: one after another, each in one piece)")
 	fs.IntVar(&opt.Runs, "runs", 1, "run every scenario this many times, with new processes, and pool the figures")
@@ -103,7 +114,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	programs := fs.String("programs", "1,10,50", "with -scale: the `counts` of programs, comma-separated")
 	var soakN soakFlag
 	fs.Var(&soakN, "soak", "instead of the scenarios: handovers in a row under load, sampling baton's fds, goroutines and RSS (-soak: 1000, -soak=N: N)")
-	only := fs.String("scenarios", "", "run only these `scenarios`, comma-separated (direct always runs: the others are measured against it)")
+	only := fs.String("scenarios", "", "run only these `scenarios`, comma-separated (direct always runs: the others are measured against it); with -peers or -devloop, these systems")
 	keep := fs.Bool("keep", false, "keep the work directory: configs, logs and databases")
 	doLong := fs.Bool("longlived", false, "instead of the scenarios: WebSocket and SSE clients across handovers under POST load")
 	var lopt longlivedOptions
@@ -111,6 +122,10 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&lopt.SSE, "sse", 200, "with -longlived: Server-Sent Events `clients`")
 	fs.IntVar(&lopt.Rate, "rate", 100, "with -longlived: POST `orders` per second, about; each is an event to every client")
 	fs.DurationVar(&lopt.Pause, "pause", 500*time.Millisecond, "with -longlived: the wait between one handover, once every client is back, and the next")
+	doPeers := fs.Bool("peers", false, "instead of the scenarios: the same app under baton, tableflip, overseer and air (-scenarios picks systems)")
+	doDev := fs.Bool("devloop", false, "instead of the scenarios: save → serving of a one-line change under baton dev and air, against go build (-scenarios picks systems)")
+	var devBuilds devBuildFlag
+	fs.Var(&devBuilds, "dev-build", "with -devloop: a build `command` for baton dev's build block, with {output}; repeatable (default: \"go build -o {output} .\" and the same with -ldflags=-w)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -152,10 +167,39 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	})
 
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	modes := 0
+	for _, on := range []bool{*doScale || soakN > 0, *doPeers, *doDev, *doLong} {
+		if on {
+			modes++
+		}
+	}
+	if modes > 1 {
+		fmt.Fprintln(stderr, "bench: -scale/-soak, -peers, -devloop and -longlived are separate modes: choose one")
+		return 2
+	}
+	for _, b := range devBuilds {
+		if !strings.Contains(b, "{output}") {
+			fmt.Fprintf(stderr, "bench: -dev-build %q: the command must write the binary to {output}\n", b)
+			return 2
+		}
+	}
+	if *doPeers && !set["duration"] {
+		opt.Duration = 48 * time.Second // restarts 8 s apart with the default 5
+	}
 	if *only != "" {
 		opt.Get = false // only if a GET scenario is named
 		for _, name := range strings.Split(*only, ",") {
 			name = strings.TrimSpace(name)
+			if *doPeers || *doDev {
+				if !validPeer(name) && !strings.HasPrefix(name, "baton-dev") {
+					fmt.Fprintf(stderr, "bench: -scenarios: no system %q\n", name)
+					return 2
+				}
+				opt.Only = append(opt.Only, name)
+				continue
+			}
 			if !validScenario(name) {
 				fmt.Fprintf(stderr, "bench: -scenarios: no scenario %q\n", name)
 				return 2
@@ -189,6 +233,50 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			printMachine(stdout, m)
 			fmt.Fprintln(stdout)
 			printLonglived(stdout, r)
+		}
+	case *doPeers:
+		systems := selectPeers(opt.Only)
+		var names []string
+		for _, sys := range systems {
+			names = append(names, sys.name)
+		}
+		bins, err := buildPeers(ctx, e, needsAir(names))
+		if err != nil {
+			return failed(ctx, stderr, err)
+		}
+		var emit func(*peerResult)
+		if *asJSON {
+			emit = func(r *peerResult) { r.Machine = &m; emitJSON(stdout, r) }
+		}
+		rs, err := comparePeers(ctx, e, bins, systems, opt, emit)
+		if err != nil {
+			return failed(ctx, stderr, err)
+		}
+		if !*asJSON {
+			printMachine(stdout, m)
+			printPeers(stdout, opt, rs)
+		}
+	case *doDev:
+		systems := devSystems(devBuilds, opt.Only)
+		var air bool
+		for _, sys := range systems {
+			air = air || sys.kind == "air"
+		}
+		bins, err := buildPeers(ctx, e, air)
+		if err != nil {
+			return failed(ctx, stderr, err)
+		}
+		var emit func(*devResult)
+		if *asJSON {
+			emit = func(r *devResult) { r.Machine = &m; emitJSON(stdout, r) }
+		}
+		rs, err := devLoop(ctx, e, bins, systems, max(1, opt.Handovers), emit)
+		if err != nil {
+			return failed(ctx, stderr, err)
+		}
+		if !*asJSON {
+			printMachine(stdout, m)
+			printDevLoop(stdout, rs)
 		}
 	case *doScale || soakN > 0:
 		if *doScale {

@@ -19,7 +19,11 @@ func emitJSON(w io.Writer, v any) {
 // printMachine says where and when the figures were taken, and whether
 // the machine was quiet.
 func printMachine(w io.Writer, m machine) {
-	fmt.Fprintf(w, "baton bench, %s: %s, %d CPUs, %.1f GiB, %s\n", m.Date, m.OS, m.CPUs, m.MemoryGiB, m.GoVersion)
+	cpu := ""
+	if m.CPUModel != "" {
+		cpu = " (" + m.CPUModel + ")"
+	}
+	fmt.Fprintf(w, "baton bench, %s: %s, %d CPUs%s, %.1f GiB, %s\n", m.Date, m.OS, m.CPUs, cpu, m.MemoryGiB, m.GoVersion)
 	fmt.Fprintf(w, "before the run: CPUs %.0f%% busy with other work, load average %s%s\n", m.Busy, m.LoadAvg, busyNote(m))
 }
 
@@ -199,4 +203,73 @@ func kinds(m map[string]int64) string {
 		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// printPeers writes the -peers systems as one table, then what failed.
+func printPeers(w io.Writer, opt options, rs []*peerResult) {
+	fmt.Fprintf(w, "load: %d keep-alive clients, no retries, %s, %v per system, one system after another, uninterrupted; %s each, evenly spread",
+		opt.Clients, peerRequest, opt.Duration, plural(opt.Handovers, "restart"))
+	if opt.Runs > 1 {
+		fmt.Fprintf(w, "; %d runs, pooled", opt.Runs)
+	}
+	fmt.Fprint(w, "\n\n")
+	var busy []string
+	for _, r := range rs {
+		if r.OthersCPU > busyLimit {
+			busy = append(busy, fmt.Sprintf("%s %.0f%%", r.System, r.OthersCPU))
+		}
+	}
+	if len(busy) > 0 {
+		fmt.Fprintf(w, "BUSY MACHINE: other processes took CPU during %s; those figures are not a quiet machine's.\n\n", strings.Join(busy, ", "))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "system\tversion\trestarts\trequests\tfailed\trefused\ttrigger→serving ms p50 / p99\trefused window ms p50 / max\tp99 ms\t×direct\treq/s\t×direct\t")
+	for _, r := range rs {
+		serving, window := "-", "-"
+		if r.Restarts > 0 {
+			serving = fmt.Sprintf("%.0f / %.0f", r.TriggerToServing.P50, r.TriggerToServing.P99)
+			window = fmt.Sprintf("%.0f / %.0f", r.RefusedWindow.P50, r.RefusedWindow.Max)
+		}
+		v := r.Version
+		if v == "" {
+			v = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%.2f\t%.2f\t%.0f\t%.3f\t\n",
+			r.System, v, r.Restarts, r.Requests, r.Failed, r.Refused, serving, window, r.P99, r.P99Ratio, r.RPS, r.RPSRatio)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\n(trigger→serving: from the trigger to the first answer of the new process to a probe on a new connection;")
+	fmt.Fprintln(w, " refused window: how long, per restart, those probes found nobody answering)")
+	fmt.Fprintln(w)
+	for _, r := range rs {
+		fmt.Fprintf(w, "%-16s trigger: %s; failed by kind: %s; others used %.1f%% of the CPUs%s\n",
+			r.System+":", r.Trigger, kinds(r.FailedByKind), r.OthersCPU, busyMark(r.OthersCPU))
+	}
+}
+
+// printDevLoop writes the -devloop systems as one table.
+func printDevLoop(w io.Writer, rs []*devResult) {
+	n := 0
+	if len(rs) > 0 {
+		n = rs[0].Changes
+	}
+	fmt.Fprintf(w, "dev loop: the same one-line change to the app's main.go, saved %s per system, the systems in turn\n\n", plural(n, "time"))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "system\tsave→serving ms p50 / max\tover go build ms\tbuilt in ms p50\tready in ms p50\trefused ms p50 / max\tbuild command\t")
+	for _, r := range rs {
+		over, build, ready, refused := "-", "-", "-", "-"
+		if r.OverBuild != nil {
+			over = fmt.Sprintf("%+.0f", *r.OverBuild)
+		}
+		if !strings.HasPrefix(r.System, "go-build") {
+			refused = fmt.Sprintf("%.0f / %.0f", r.RefusedWindow.P50, r.RefusedWindow.Max)
+		}
+		if r.Build.N > 0 {
+			build, ready = fmt.Sprintf("%.0f", r.Build.P50), fmt.Sprintf("%.0f", r.Ready.P50)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f / %.0f\t%s\t%s\t%s\t%s\t%s\t\n", r.System, r.SaveToServing.P50, r.SaveToServing.Max, over, build, ready, refused, r.Command)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\n(go-build rows: the build alone; over go build: save→serving less the go build with the same -ldflags;")
+	fmt.Fprintln(w, " built in and ready in: baton dev's own cycle line)")
 }

@@ -210,18 +210,25 @@ func startBaton(ctx context.Context, e *env, dir string, progs []batonProgram) (
 	if err != nil {
 		return nil, err
 	}
+	var names []string
+	for _, pr := range progs {
+		names = append(names, pr.name)
+	}
+	return startBatonConfig(ctx, e, dir, batonConfig(e.orders, metricsAddr, progs), metricsAddr, names)
+}
+
+// startBatonConfig runs baton run on config, written to dir, and waits
+// until the programs named run.
+func startBatonConfig(ctx context.Context, e *env, dir, config, metricsAddr string, names []string) (*batonTarget, error) {
 	file := filepath.Join(dir, "config.hcl")
-	if err := os.WriteFile(file, []byte(batonConfig(e.orders, metricsAddr, progs)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
 	p, err := startProc(e.baton, []string{"run", "-config", file}, dir, childEnv(), filepath.Join(dir, "baton.log"))
 	if err != nil {
 		return nil, err
 	}
-	b := &batonTarget{e: e, p: p, ctl: newControl(filepath.Join(dir, ".baton", "control.sock")), metricsAddr: metricsAddr}
-	for _, pr := range progs {
-		b.programs = append(b.programs, pr.name)
-	}
+	b := &batonTarget{e: e, p: p, ctl: newControl(filepath.Join(dir, ".baton", "control.sock")), metricsAddr: metricsAddr, programs: names}
 	sts, err := b.waitRunning(ctx, startTimeout)
 	if err != nil {
 		p.kill()

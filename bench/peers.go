@@ -1,0 +1,749 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/baton-run/baton/internal/loadgen"
+	"golang.org/x/sys/unix"
+)
+
+// The peers' versions, as bench/peers/go.mod and bench/peers/air/go.mod
+// pin them (a test checks that they agree).
+const (
+	tableflipVersion = "v1.2.3"
+	overseerVersion  = "v1.1.6"
+	airVersion       = "v1.67.4"
+)
+
+// peerSystem is one way of running, and restarting, the peers' app.
+type peerSystem struct {
+	name    string
+	version string // of the peer; empty for baton and the app alone
+	trigger string // what the harness does for a restart
+}
+
+// peerSystems lists the -peers mode in its order: direct first, since the
+// others are measured against it.
+func peerSystems() []peerSystem {
+	return []peerSystem{
+		{"direct", "", "none: the app alone, never restarted"},
+		{"baton", "", "SIGHUP to baton"},
+		{"tableflip", tableflipVersion, "SIGHUP to the serving process"},
+		{"tableflip-drain", tableflipVersion, "SIGHUP to the serving process"},
+		{"overseer", overseerVersion, "SIGUSR2 to the master process"},
+		{"air", airVersion, "a one-line change to main.go, written in place"},
+	}
+}
+
+// validPeer reports whether name is a system of -peers or -devloop.
+func validPeer(name string) bool {
+	for _, s := range peerSystems() {
+		if s.name == name {
+			return true
+		}
+	}
+	for _, s := range devSystemNames {
+		if s == name {
+			return true
+		}
+	}
+	return false
+}
+
+// peerRequest is the load's request in the -peers mode: the app's one
+// route, a small JSON answer.
+const peerRequest = "GET /"
+
+// peerBins are the binaries of the peers' apps, built from bench/peers.
+type peerBins struct {
+	src                                      string // bench/peers
+	plain, tableflip, drain, overseer, baton string
+	air                                      string // empty unless built
+}
+
+// buildPeers builds the peers' apps, and air when withAir, from the
+// nested modules under bench/peers, which pin the peers' versions; the Go
+// toolchain fetches them through the module proxy the first time.
+func buildPeers(ctx context.Context, e *env, withAir bool) (*peerBins, error) {
+	src := filepath.Join(e.root, "bench", "peers")
+	bin := filepath.Join(e.work, "bin", "peers")
+	b := &peerBins{src: src,
+		plain: filepath.Join(bin, "plainapp"), tableflip: filepath.Join(bin, "tableflipapp"), drain: filepath.Join(bin, "drainapp"),
+		overseer: filepath.Join(bin, "overseerapp"), baton: filepath.Join(bin, "batonapp")}
+	e.logf("building the peers' apps from %s", src)
+	start := time.Now()
+	if err := goBuild(ctx, src, "-o", bin+string(filepath.Separator), "./plainapp", "./tableflipapp", "./drainapp", "./overseerapp", "./batonapp"); err != nil {
+		return nil, err
+	}
+	if withAir {
+		b.air = filepath.Join(bin, "air")
+		if err := goBuild(ctx, filepath.Join(src, "air"), "-o", b.air, "github.com/air-verse/air"); err != nil {
+			return nil, err
+		}
+	}
+	e.logf("built in %v", time.Since(start).Round(100*time.Millisecond))
+	return b, nil
+}
+
+func goBuild(ctx context.Context, dir string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build in %s: %w\n%s", dir, err, out)
+	}
+	return nil
+}
+
+// copyPeerModule lays out, in dst, a module of its own that builds the
+// peers' app as main package from mainDir (plainapp, batonapp): what air
+// and baton dev build, and what the one-line change edits. Its go.mod is
+// bench/peers/go.mod with baton's replace made absolute.
+func copyPeerModule(src, root, dst, mainDir string) error {
+	if err := os.MkdirAll(filepath.Join(dst, "app"), 0o755); err != nil {
+		return err
+	}
+	mod, err := os.ReadFile(filepath.Join(src, "go.mod"))
+	if err != nil {
+		return err
+	}
+	mod = []byte(strings.Replace(string(mod), "=> ../..", "=> "+root, 1))
+	files := map[string][]byte{"go.mod": mod}
+	for to, from := range map[string]string{"go.sum": "go.sum", "app/app.go": "app/app.go", "main.go": filepath.Join(mainDir, "main.go")} {
+		b, err := os.ReadFile(filepath.Join(src, from))
+		if err != nil {
+			return err
+		}
+		files[to] = b
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dst, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// editLine is the line of each app's main.go that the one-line change
+// rewrites.
+var editLine = regexp.MustCompile(`(?m)^const edit = .*$`)
+
+// edit makes the one-line change: main.go's edit constant becomes label,
+// written in place as an editor saves.
+func edit(mainGo, label string) error {
+	b, err := os.ReadFile(mainGo)
+	if err != nil {
+		return err
+	}
+	if !editLine.Match(b) {
+		return fmt.Errorf("%s: no line %q to change", mainGo, "const edit = …")
+	}
+	b = editLine.ReplaceAll(b, []byte(fmt.Sprintf("const edit = %q // the benchmark's one-line change rewrites this line", label)))
+	return os.WriteFile(mainGo, b, 0o644)
+}
+
+// pidAnswer is GET /pid: which process answered, with which source.
+type pidAnswer struct {
+	PID  int    `json:"pid"`
+	Edit string `json:"edit"`
+}
+
+// probePID asks GET /pid on a new connection, so that the answer comes
+// from whichever process accepts now.
+func probePID(ctx context.Context, c *http.Client, addr string) (pidAnswer, error) {
+	var a pidAnswer
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/pid", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return a, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return a, fmt.Errorf("/pid: %s", resp.Status)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	return a, err
+}
+
+// served is what waitServed saw between a trigger and the first answer
+// of the new process.
+type served struct {
+	at      time.Time // the first answer that accept took was received
+	answer  pidAnswer
+	refused time.Duration // probes failed: from each failure to the next answer, summed
+	failed  int           // probes that failed
+}
+
+// waitServed probes GET /pid, a new connection every millisecond, until
+// an answer is one accept takes, and measures meanwhile how long the
+// address answered nothing.
+func waitServed(ctx context.Context, addr string, timeout time.Duration, accept func(pidAnswer) bool) (served, error) {
+	c := newHealthClient()
+	defer c.CloseIdleConnections()
+	var s served
+	var down time.Time // the first failed probe since the last answer
+	deadline := time.Now().Add(timeout)
+	for {
+		start := time.Now()
+		a, err := probePID(ctx, c, addr)
+		now := time.Now()
+		if err != nil {
+			s.failed++
+			if down.IsZero() {
+				down = start
+			}
+		} else {
+			if !down.IsZero() {
+				s.refused += now.Sub(down)
+				down = time.Time{}
+			}
+			if accept(a) {
+				s.at, s.answer = now, a
+				return s, nil
+			}
+		}
+		if now.After(deadline) {
+			return s, fmt.Errorf("no new process answered on %s within %v (last: %+v, %v)", addr, timeout, a, err)
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-time.After(time.Millisecond): // polling a server, not synchronising
+		}
+	}
+}
+
+// alive reports whether pid is a process that has not exited: a zombie
+// counts as gone, since a process that outlived its parent is reaped by
+// whoever adopted it, perhaps late.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	switch b[i+2] {
+	case 'Z', 'X':
+		return false
+	}
+	return true
+}
+
+// waitExited waits until pid is gone, up to timeout.
+func waitExited(ctx context.Context, pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d still runs after %v", pid, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond): // polling the kernel, not synchronising
+		}
+	}
+	return nil
+}
+
+// peerTarget runs the app under one system.
+type peerTarget interface {
+	// restart sends the trigger, with cur the pid that serves, and
+	// returns at once.
+	restart(cur int) error
+	// settle waits, untimed, until the next trigger can work: for
+	// tableflip the old process must be gone before another upgrade.
+	settle(ctx context.Context, old int) error
+	// stop stops gracefully, cur being the pid that serves.
+	stop(cur int) error
+	// kill ends whatever still runs.
+	kill()
+}
+
+// startPeer starts sys on addr in dir, and returns once it serves.
+func startPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, dir, addr string) (peerTarget, error) {
+	env := childEnv("PEER_ADDR=" + addr)
+	log := filepath.Join(dir, sys.name+".log")
+	switch sys.name {
+	case "direct":
+		p, err := startProc(bins.plain, nil, dir, env, log)
+		return &groupPeer{p: p}, err
+	case "tableflip", "tableflip-drain":
+		bin := bins.tableflip
+		if sys.name == "tableflip-drain" {
+			bin = bins.drain
+		}
+		p, err := startProc(bin, nil, dir, env, log)
+		return &groupPeer{p: p, signal: syscall.SIGHUP, toServing: true, settles: true}, err
+	case "overseer":
+		p, err := startProc(bins.overseer, nil, dir, env, log)
+		return &groupPeer{p: p, signal: syscall.SIGUSR2}, err
+	case "baton":
+		cfg := fmt.Sprintf(`log {
+  level  = "info"
+  format = "text"
+}
+watch { enabled = false }
+program "app" {
+  command = [%q]
+  listener "http" { address = %q }
+  ready { timeout = "60s" }
+  stop { timeout = "30s" }
+}
+`, bins.baton, addr)
+		b, err := startBatonConfig(ctx, e, dir, cfg, "", []string{"app"})
+		if err != nil {
+			return nil, err
+		}
+		return &batonPeer{b: b}, nil
+	case "air":
+		return startAir(ctx, bins, filepath.Join(dir, "src"), "plainapp", env, log)
+	}
+	return nil, fmt.Errorf("no system %q", sys.name)
+}
+
+// groupPeer is a system the harness starts as one process in a process
+// group of its own, which every process it starts stays in: the app
+// alone, tableflip (the serving process changes with each upgrade) and
+// overseer (a master and its children).
+type groupPeer struct {
+	p         *proc
+	signal    syscall.Signal // the trigger; 0: never restarted
+	toServing bool           // signal the serving process, not the first one
+	settles   bool           // wait for the old process to exit before the next trigger
+}
+
+func (g *groupPeer) restart(cur int) error {
+	if g.signal == 0 {
+		return errors.New("never restarted")
+	}
+	pid := g.p.pid
+	if g.toServing {
+		pid = cur
+	}
+	return syscall.Kill(pid, g.signal)
+}
+
+func (g *groupPeer) settle(ctx context.Context, old int) error {
+	if !g.settles {
+		return nil
+	}
+	if err := waitExited(ctx, old, exitTimeout); err != nil {
+		return err
+	}
+	if old != g.p.pid {
+		reap(old)
+	}
+	return nil
+}
+
+func (g *groupPeer) stop(cur int) error {
+	pid := g.p.pid
+	if g.toServing {
+		pid = cur
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	err := waitExited(context.Background(), pid, exitTimeout)
+	g.kill()
+	return err
+}
+
+// kill ends the group: whatever the processes started, the first one
+// included, and reaps them.
+func (g *groupPeer) kill() {
+	syscall.Kill(-g.p.pid, syscall.SIGKILL)
+	<-g.p.done
+	reapGroup(g.p.pid)
+}
+
+// The processes that outlive their parent (tableflip's, after each
+// upgrade; overseer's children when the master exits first) are adopted
+// by the harness while the -peers mode runs: their CPU time then counts
+// as the harness's, not as other work on the machine, and the harness
+// reaps them.
+func adoptOrphans(on bool) {
+	v := 0
+	if on {
+		v = 1
+	}
+	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, uintptr(v), 0, 0, 0)
+}
+
+// reap collects the exit status of an adopted process that has exited;
+// nothing happens to one that is not the harness's child.
+func reap(pid int) {
+	var ws syscall.WaitStatus
+	syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+}
+
+// reapGroup waits, up to killTimeout, for the processes of group pgid to
+// exit, and reaps those the harness adopted.
+func reapGroup(pgid int) {
+	deadline := time.Now().Add(killTimeout)
+	for {
+		pids := groupMembers(pgid)
+		left := 0
+		for _, pid := range pids {
+			if alive(pid) {
+				left++
+			} else {
+				reap(pid)
+			}
+		}
+		if left == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Millisecond) // polling the kernel, not synchronising
+	}
+}
+
+// groupMembers lists the processes of group pgid, from /proc.
+func groupMembers(pgid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		// After the name: state, ppid, pgrp.
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// batonPeer is baton run with the app as its one program.
+type batonPeer struct{ b *batonTarget }
+
+func (p *batonPeer) restart(int) error { return p.b.p.cmd.Process.Signal(syscall.SIGHUP) }
+
+func (p *batonPeer) settle(ctx context.Context, old int) error {
+	return waitExited(ctx, old, exitTimeout)
+}
+
+func (p *batonPeer) stop(int) error {
+	_, err := p.b.stop()
+	return err
+}
+
+func (p *batonPeer) kill() { p.b.kill() }
+
+// airPeer is air in a copy of the app's module, with the .air.toml that
+// air init writes: every setting at its default.
+type airPeer struct {
+	p      *proc
+	mainGo string
+	n      int
+	label  string // the edit of the last change
+}
+
+func startAir(ctx context.Context, bins *peerBins, dir, mainDir string, env []string, log string) (*airPeer, error) {
+	if err := copyPeerModule(bins.src, filepath.Dir(filepath.Dir(bins.src)), dir, mainDir); err != nil {
+		return nil, fmt.Errorf("air: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, bins.air, "init")
+	cmd.Dir, cmd.Env = dir, env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("air init: %w\n%s", err, out)
+	}
+	p, err := startProc(bins.air, nil, dir, env, log)
+	if err != nil {
+		return nil, err
+	}
+	return &airPeer{p: p, mainGo: filepath.Join(dir, "main.go")}, nil
+}
+
+func (a *airPeer) restart(int) error {
+	a.n++
+	a.label = fmt.Sprintf("air-%d-%d", a.n, time.Now().UnixNano())
+	return edit(a.mainGo, a.label)
+}
+
+// settle: air kills the old process before it starts the new one.
+func (a *airPeer) settle(ctx context.Context, old int) error {
+	return waitExited(ctx, old, exitTimeout)
+}
+
+// stop stops air, which kills the app (SIGKILL, its default), and makes
+// sure that the app is gone: it runs in a process group of its own.
+func (a *airPeer) stop(cur int) error {
+	_, err := a.p.stop(syscall.SIGTERM, exitTimeout)
+	if cur > 0 && alive(cur) {
+		syscall.Kill(-cur, syscall.SIGKILL)
+		syscall.Kill(cur, syscall.SIGKILL)
+	}
+	return err
+}
+
+func (a *airPeer) kill() {
+	a.p.stop(syscall.SIGTERM, killTimeout)
+	a.p.kill()
+}
+
+// peerHandover is one restart as the probes saw it.
+type peerHandover struct {
+	serving time.Duration // trigger → the first answer from the new process
+	refused time.Duration // how long the probes found nobody answering meanwhile
+}
+
+// peerRun is one run of one system.
+type peerRun struct {
+	res                     *loadgen.Result
+	hs                      []peerHandover
+	othersTicks, totalTicks int64
+}
+
+// runPeer runs one system under keep-alive load for opt.Duration, with
+// opt.Handovers restarts evenly spread, the load never interrupted:
+// keep-alive connections live as long as the load, as they would with
+// real clients, which is what tableflip's and overseer's old processes
+// have to deal with.
+func runPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, opt options, n int) (*peerRun, error) {
+	name := "peers-" + sys.name
+	if opt.Runs > 1 {
+		name = fmt.Sprintf("%s.%d", name, n)
+	}
+	dir, err := e.dir(name)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	t, err := startPeer(ctx, e, bins, sys, dir, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", sys.name, err)
+	}
+	defer t.kill()
+	first, err := waitServed(ctx, addr, startTimeout, func(pidAnswer) bool { return true })
+	if err != nil {
+		return nil, fmt.Errorf("%s: start: %w", sys.name, err)
+	}
+	cur := first.answer.PID
+
+	cfg := loadgen.Config{Addr: addr, Clients: opt.Clients, Get: true, Path: "/"}
+	warm := cfg
+	warm.MaxRequests = int64(50 * opt.Clients)
+	wl := loadgen.Start(ctx, warm)
+	select {
+	case <-wl.Done():
+	case <-time.After(startTimeout):
+	}
+	if res := wl.Stop(); res.FailedTotal() > 0 {
+		return nil, fmt.Errorf("%s: warm-up: %d of %d requests failed: %v", sys.name, res.FailedTotal(), res.Requests, res.Examples)
+	}
+
+	restarts := opt.Handovers
+	if sys.name == "direct" {
+		restarts = 0
+	}
+	e.logf("%s: %v of %s from %d keep-alive clients, %s (%s)", sys.name, opt.Duration, peerRequest, opt.Clients, plural(restarts, "restart"), sys.trigger)
+	cfg.Samples = true
+	cfg.MaxRequests = int64(math.Ceil(opt.Duration.Seconds())+5) * 1_000_000
+	share := startCPUShare()
+	start := time.Now()
+	load := loadgen.Start(ctx, cfg)
+	run := &peerRun{}
+	fail := func(err error) (*peerRun, error) {
+		load.Stop()
+		return nil, fmt.Errorf("%s: %w", sys.name, err)
+	}
+	for j := 1; j <= restarts; j++ {
+		if err := sleepUntil(ctx, start.Add(time.Duration(j)*opt.Duration/time.Duration(restarts+1))); err != nil {
+			return fail(err)
+		}
+		old := cur
+		trigger := time.Now()
+		if err := t.restart(cur); err != nil {
+			return fail(fmt.Errorf("restart %d: %w", j, err))
+		}
+		s, err := waitServed(ctx, addr, startTimeout, func(a pidAnswer) bool { return a.PID != old })
+		if err != nil {
+			return fail(fmt.Errorf("restart %d: %w", j, err))
+		}
+		run.hs = append(run.hs, peerHandover{serving: s.at.Sub(trigger), refused: s.refused})
+		cur = s.answer.PID
+		if err := t.settle(ctx, old); err != nil {
+			return fail(fmt.Errorf("restart %d: %w", j, err))
+		}
+	}
+	if err := sleepUntil(ctx, start.Add(opt.Duration)); err != nil {
+		return fail(err)
+	}
+	run.res = load.Stop()
+	run.othersTicks, run.totalTicks = share.delta()
+	if err := t.stop(cur); err != nil {
+		e.logf("%s: stop: %v", sys.name, err)
+	}
+	e.logf("%s: %.0f req/s, %d failed; others used %.1f%% of the CPUs", sys.name,
+		float64(run.res.OK)/run.res.Elapsed.Seconds(), run.res.FailedTotal(), pct(run.othersTicks, run.totalTicks))
+	return run, nil
+}
+
+func pct(part, total int64) float64 {
+	if total <= 0 {
+		return 0
+	}
+	return round(float64(part)/float64(total)*100, 1)
+}
+
+// peerResult is one system of the -peers mode: a JSON object of -json.
+type peerResult struct {
+	System    string  `json:"system"`
+	Version   string  `json:"version,omitempty"`
+	Trigger   string  `json:"trigger"`
+	Request   string  `json:"request"`
+	Clients   int     `json:"clients"`
+	Runs      int     `json:"runs"`
+	DurationS float64 `json:"duration_s"` // of the load, every run
+	Restarts  int     `json:"restarts"`
+
+	Requests     int64            `json:"requests"` // every attempt, failed ones included
+	OK           int64            `json:"ok"`
+	Failed       int64            `json:"failed"`
+	FailedByKind map[string]int64 `json:"failed_by_kind"`
+	// Refused counts the load's connections refused: failed_by_kind's
+	// "connect".
+	Refused int64 `json:"refused"`
+
+	// From the trigger (signal sent, file written) to the first answer
+	// of a new process to a probe on a new connection.
+	TriggerToServing pctStats `json:"trigger_to_serving_ms"`
+	// How long, per restart, the probes found nobody answering.
+	RefusedWindow pctStats `json:"refused_window_ms"`
+
+	RPS      float64 `json:"rps"`
+	RPSRatio float64 `json:"rps_ratio"` // against direct
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	Max      float64 `json:"max_ms"`
+	P99Ratio float64 `json:"p99_ratio"` // against direct
+
+	OthersCPU float64  `json:"others_cpu_percent"`
+	Machine   *machine `json:"machine,omitempty"`
+}
+
+func summarizePeer(sys peerSystem, opt options, runs []*peerRun) *peerResult {
+	r := &peerResult{System: sys.name, Version: sys.version, Trigger: sys.trigger, Request: peerRequest,
+		Clients: opt.Clients, Runs: len(runs), FailedByKind: map[string]int64{}}
+	var elapsed time.Duration
+	var others, total int64
+	var lat, serving, refused []time.Duration
+	for _, run := range runs {
+		res := run.res
+		elapsed += res.Elapsed
+		others += run.othersTicks
+		total += run.totalTicks
+		r.Requests += res.Requests
+		r.OK += res.OK
+		r.Failed += res.FailedTotal()
+		for k, v := range res.Failed {
+			r.FailedByKind[k] += v
+		}
+		for _, s := range res.Samples {
+			if s.OK {
+				lat = append(lat, s.Latency)
+			}
+		}
+		for _, h := range run.hs {
+			serving = append(serving, h.serving)
+			refused = append(refused, h.refused)
+		}
+		r.Restarts += len(run.hs)
+	}
+	r.Refused = r.FailedByKind["connect"]
+	r.DurationS = round(elapsed.Seconds(), 2)
+	if elapsed > 0 {
+		r.RPS = round(float64(r.OK)/elapsed.Seconds(), 0)
+	}
+	r.OthersCPU = pct(others, total)
+	sortDurations(lat)
+	r.P50, r.P99, r.Max = ms(percentile(lat, 50)), ms(percentile(lat, 99)), ms(percentile(lat, 100))
+	r.TriggerToServing, r.RefusedWindow = pcts(serving), pcts(refused)
+	return r
+}
+
+// comparePeers runs each system in turn, opt.Runs times over, and passes
+// each result to emit once its last run is done. The systems run one
+// after another, each under an uninterrupted load: keep-alive
+// connections that last are what tells the peers apart.
+func comparePeers(ctx context.Context, e *env, bins *peerBins, systems []peerSystem, opt options, emit func(*peerResult)) ([]*peerResult, error) {
+	adoptOrphans(true)
+	defer adoptOrphans(false)
+	runs := map[string][]*peerRun{}
+	for i := 1; i <= opt.Runs; i++ {
+		if opt.Runs > 1 {
+			e.logf("run %d of %d", i, opt.Runs)
+		}
+		for _, sys := range systems {
+			r, err := runPeer(ctx, e, bins, sys, opt, i)
+			if err != nil {
+				return nil, err
+			}
+			runs[sys.name] = append(runs[sys.name], r)
+		}
+	}
+	var out []*peerResult
+	var direct *peerResult
+	for _, sys := range systems {
+		r := summarizePeer(sys, opt, runs[sys.name])
+		if sys.name == "direct" {
+			direct = r
+		}
+		if direct != nil {
+			r.RPSRatio, r.P99Ratio = ratio(r.RPS, direct.RPS), ratio(r.P99, direct.P99)
+		}
+		out = append(out, r)
+		if emit != nil {
+			emit(r)
+		}
+	}
+	return out, nil
+}
+
+// selectPeers returns the systems named in only (all when empty), direct
+// always first.
+func selectPeers(only []string) []peerSystem {
+	var out []peerSystem
+	for _, s := range peerSystems() {
+		if len(only) == 0 || s.name == "direct" || contains(only, s.name) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// needsAir reports whether air is among systems.
+func needsAir(names []string) bool {
+	return contains(names, "air")
+}
