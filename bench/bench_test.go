@@ -62,8 +62,15 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 
+	var bins *peerBins // built by the first part that needs them
+	peers := func(t *testing.T) *peerBins {
+		if bins == nil {
+			bins = peerBinsOrSkip(ctx, t, e)
+		}
+		return bins
+	}
 	t.Run("peers", func(t *testing.T) {
-		bins := peerBinsOrSkip(ctx, t, e)
+		bins := peers(t)
 		var systems []peerSystem
 		for _, s := range peerSystems() {
 			if s.name != "air" { // air's build fetches and compiles much more: the bench command runs it
@@ -104,7 +111,7 @@ func TestSmoke(t *testing.T) {
 	})
 
 	t.Run("devloop", func(t *testing.T) {
-		bins := peerBinsOrSkip(ctx, t, e)
+		bins := peers(t)
 		systems := devSystems(nil, []string{"go-build", "baton-dev"})
 		rs, err := devLoop(ctx, e, bins, systems, 1, nil)
 		if err != nil {
@@ -278,6 +285,8 @@ func TestCLI_usage(t *testing.T) {
 		{"-peers", "-devloop"},
 		{"-peers", "-scale"},
 		{"-peers", "-scenarios", "naive"},
+		{"-peers", "-scenarios", "go-build"},
+		{"-devloop", "-scenarios", "tableflip"},
 		{"-devloop", "-dev-build", "go build ."},
 	} {
 		var stderr strings.Builder

@@ -193,7 +193,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		for _, name := range strings.Split(*only, ",") {
 			name = strings.TrimSpace(name)
 			if *doPeers || *doDev {
-				if !validPeer(name) && !strings.HasPrefix(name, "baton-dev") {
+				if !validPeer(name, *doDev) {
 					fmt.Fprintf(stderr, "bench: -scenarios: no system %q\n", name)
 					return 2
 				}

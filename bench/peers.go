@@ -48,15 +48,14 @@ func peerSystems() []peerSystem {
 	}
 }
 
-// validPeer reports whether name is a system of -peers or -devloop.
-func validPeer(name string) bool {
+// validPeer reports whether name is a system of -peers, or of -devloop
+// when dev.
+func validPeer(name string, dev bool) bool {
+	if dev {
+		return contains(devSystemNames, name) || strings.HasPrefix(name, "baton-dev-")
+	}
 	for _, s := range peerSystems() {
 		if s.name == name {
-			return true
-		}
-	}
-	for _, s := range devSystemNames {
-		if s == name {
 			return true
 		}
 	}
