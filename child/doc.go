@@ -111,6 +111,29 @@
 // flight complete, and the client opens its next ones on a new
 // connection, to the next generation.
 //
+// # Durable acknowledgements
+//
+// The drain keeps a promise only while the process is let to drain. A
+// SIGKILL (the OOM killer, a stop timeout, kill -9) or a task deadline
+// that cuts the batch writer off still loses what it held. With
+// BatchConfig.Journal set (OpenBatchWriter), Enqueue returns only once
+// its item is appended to a journal file and synced, many concurrent
+// Enqueues sharing one fdatasync, so a 202 sent after it means "will be
+// written, whatever happens to this process":
+//
+//   - each process writes its own segment files and holds a flock on
+//     them while it lives; a batch written to the database marks its
+//     items done, and segments holding nothing else are removed;
+//   - Run replays, through Flush and while the server serves, the
+//     segments whose lock it can take: their writer is dead, since the
+//     kernel releases the lock at death. Two generations running at once
+//     never replay each other's live segments. It looks again every
+//     second, for an old generation that dies later;
+//   - replay is at least once, so Flush must be idempotent across
+//     processes; a torn last record (a power cut in the middle of an
+//     append) fails its checksum and is skipped with a log line;
+//   - a full disk makes Enqueue fail with ErrJournal: answer 503.
+//
 // # Exit status
 //
 // ExitCode(err) maps the result of Serve to the exit status: ExitOK (0)

@@ -260,3 +260,49 @@ func Replace(t testing.TB, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// Tmpfs mounts a tmpfs of size bytes on a new temporary directory and
+// returns it, unmounted at the end of the test: a small disk that a test
+// can fill for real. Mounting needs CAP_SYS_ADMIN; without it the test is
+// skipped.
+func Tmpfs(t testing.TB, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size="+strconv.Itoa(size)); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v): a full disk needs root", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// Fill writes a file into dir until the file system is full, and returns
+// its path: removing it frees the space again.
+func Fill(t testing.TB, dir string) string {
+	t.Helper()
+	path := dir + "/filler"
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	block := make([]byte, 4096)
+	for {
+		if _, err := f.Write(block); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill %s: want ENOSPC, have %v", dir, err)
+			}
+			break
+		}
+	}
+	// The last partial block too: the file system has no byte left.
+	for {
+		if _, err := f.Write(block[:1]); err != nil {
+			break
+		}
+	}
+	return path
+}
