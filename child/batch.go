@@ -268,7 +268,7 @@ func (w *BatchWriter[T]) commitLoop() {
 		w.inCommit = len(items)
 		w.mu.Unlock()
 
-		err := w.j.commit(recs, seqs[len(seqs)-1])
+		err := w.j.commit(recs, len(items), seqs[len(seqs)-1])
 
 		w.mu.Lock()
 		w.inCommit = 0

@@ -19,7 +19,7 @@ import (
 // DefaultJournalSegmentSize is the size past which a journal starts a new
 // segment file, so that a segment whose items are all written can be
 // removed while the writer runs on.
-const DefaultJournalSegmentSize = 8 << 20
+const DefaultJournalSegmentSize = 4 << 20
 
 // ErrJournal is wrapped by the errors of Enqueue when the item could not
 // be made durable (a full disk, an I/O error): it was not acknowledged,
@@ -39,6 +39,14 @@ var journalRescan = time.Second
 // the lock when the process dies, however it dies. A segment that can be
 // locked has no live writer. Segments are created under a temporary name
 // and renamed once locked, so no other process ever sees one unlocked.
+//
+// Segments are preallocated, filled with zeros in the background before
+// they are needed: a record written into space the file already has
+// leaves its size and blocks as they were, so its fdatasync flushes the
+// data alone, without a commit of the file system's own journal, which
+// an append needs and which waits for every other process's metadata.
+// The first segment is not, so that opening stays quick: it is appended
+// to until the first preallocated one is ready.
 type journal struct {
 	dir     string
 	id      string // this writer's, the prefix of its segments' names
@@ -48,22 +56,30 @@ type journal struct {
 	// for the tests.
 	sync func(f *os.File) error
 
-	mu     sync.Mutex // the segment files: commits, done marks, rotation
-	segs   []*segment // this writer's, oldest first; the last one is written
-	index  int        // of the newest segment
-	broken bool       // the newest segment may hold garbage past size: start another
-	syncs  int        // successful commits, each one sync
-	closed bool
+	mu        sync.Mutex // the segment files: commits, done marks, rotation
+	segs      []*segment // this writer's, oldest first; the last one is written
+	next      *segment   // preallocated, published and locked, not written yet
+	preparing bool       // next is being prepared
+	prepFor   *segment   // the segment that asked for it: one try each
+	prep      sync.WaitGroup
+	index     int  // of the newest segment, prepared ones included
+	broken    bool // the newest segment may hold garbage past size: start another
+	closed    bool
+
+	syncs int           // successful commits, each one sync
+	items int           // items made durable by them
+	syncT time.Duration // spent in those syncs
 
 	bad map[string]bool // writers whose segments are not ours to read: logged once
 }
 
 // segment is one of this writer's segment files, open and locked.
 type segment struct {
-	f    *os.File
-	path string
-	size int64  // bytes written and accounted for: the next record goes here
-	last uint64 // highest item seq written to it, 0 when none
+	f        *os.File
+	path     string
+	size     int64  // bytes written and accounted for: the next record goes here
+	capacity int64  // bytes preallocated
+	last     uint64 // highest item seq written to it, 0 when none
 }
 
 const segSuffix, tmpSuffix = ".seg", ".tmp"
@@ -88,34 +104,90 @@ func openJournal(dir string, segSize int64, log hclog.Logger) (*journal, error) 
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if err := j.newSegmentLocked(); err != nil {
+	if err := j.rotateLocked(); err != nil {
 		return nil, fmt.Errorf("child: journal: %w", err)
 	}
+	j.prepareLocked()
 	return j, nil
 }
 
-// newSegmentLocked creates, locks and publishes the next segment: written
-// and synced under a temporary name, renamed, and the directory synced,
-// so that the segment survives a power cut once an item is acknowledged
-// from it.
-func (j *journal) newSegmentLocked() error {
-	idx := j.index + 1
+// rotateLocked makes the next segment the one written: the prepared one
+// when it is ready, otherwise a new one, not preallocated.
+func (j *journal) rotateLocked() error {
+	s := j.next
+	j.next = nil
+	if s == nil {
+		var err error
+		if s, err = j.createSegment(j.index+1, false); err != nil {
+			return err
+		}
+		j.index++
+	}
+	j.segs = append(j.segs, s)
+	j.broken = false
+	return nil
+}
+
+// prepareLocked starts preparing the next segment in the background, once
+// per segment written.
+func (j *journal) prepareLocked() {
+	cur := j.segs[len(j.segs)-1]
+	if j.next != nil || j.preparing || j.closed || j.prepFor == cur {
+		return
+	}
+	j.preparing, j.prepFor = true, cur
+	j.index++
+	idx := j.index
+	j.prep.Add(1)
+	go func() {
+		defer j.prep.Done()
+		s, err := j.createSegment(idx, true)
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		j.preparing = false
+		switch {
+		case err != nil:
+			j.log.Warn("journal: cannot prepare the next segment; appending instead", "error", err)
+		case j.closed:
+			removeSegment(s.f, s.path)
+		default:
+			j.next = s
+		}
+	}()
+}
+
+// createSegment creates, locks and publishes segment idx: written and
+// synced under a temporary name (filled with zeros to segSize when
+// preallocated), renamed, and the directory synced, so that the segment
+// survives a power cut once an item is acknowledged from it.
+func (j *journal) createSegment(idx int, prealloc bool) (*segment, error) {
 	base := filepath.Join(j.dir, fmt.Sprintf("%s.%06d", j.id, idx))
 	tmp, path := base+tmpSuffix, base+segSuffix
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	fail := func(err error) error {
+	fail := func(err error) (*segment, error) {
 		f.Close()
 		os.Remove(tmp)
-		return err
+		return nil, err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fail(fmt.Errorf("lock %s: %w", tmp, err))
 	}
 	if _, err := f.WriteAt([]byte(segMagic), 0); err != nil {
 		return fail(err)
+	}
+	capacity := int64(len(segMagic))
+	if prealloc {
+		zeros := make([]byte, 64<<10)
+		for capacity < j.segSize {
+			n := min(int64(len(zeros)), j.segSize-capacity)
+			if _, err := f.WriteAt(zeros[:n], capacity); err != nil {
+				return fail(err)
+			}
+			capacity += n
+		}
 	}
 	if err := f.Sync(); err != nil {
 		return fail(err)
@@ -126,12 +198,9 @@ func (j *journal) newSegmentLocked() error {
 	if err := syncDir(j.dir); err != nil {
 		f.Close()
 		os.Remove(path)
-		return err
+		return nil, err
 	}
-	j.index = idx
-	j.segs = append(j.segs, &segment{f: f, path: path, size: int64(len(segMagic))})
-	j.broken = false
-	return nil
+	return &segment{f: f, path: path, size: int64(len(segMagic)), capacity: capacity}, nil
 }
 
 func syncDir(dir string) error {
@@ -151,15 +220,16 @@ func syncDir(dir string) error {
 // staged a record in b. On an error nothing of b counts: the segment is
 // cut back to where b began, or, when that fails too, abandoned for a new
 // one, so that a later record never follows garbage.
-func (j *journal) commit(b []byte, last uint64) error {
+func (j *journal) commit(b []byte, n int, last uint64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.closed {
 		return ErrClosed
 	}
 	cur := j.segs[len(j.segs)-1]
-	if j.broken || cur.size >= j.segSize {
-		if err := j.newSegmentLocked(); err != nil {
+	past := cur.size+int64(len(b)) > cur.capacity // would grow the file
+	if j.broken || (past && j.next != nil) || cur.size >= j.segSize {
+		if err := j.rotateLocked(); err != nil {
 			return fmt.Errorf("%w: new segment: %w", ErrJournal, err)
 		}
 		cur = j.segs[len(j.segs)-1]
@@ -168,7 +238,10 @@ func (j *journal) commit(b []byte, last uint64) error {
 		j.cutLocked(cur)
 		return fmt.Errorf("%w: %w", ErrJournal, err)
 	}
-	if err := j.sync(cur.f); err != nil {
+	t0 := time.Now()
+	err := j.sync(cur.f)
+	j.syncT += time.Since(t0)
+	if err != nil {
 		// After a failed fdatasync the kernel may have dropped the dirty
 		// pages: the file's state is unknown, so no record goes after it.
 		j.cutLocked(cur)
@@ -178,6 +251,10 @@ func (j *journal) commit(b []byte, last uint64) error {
 	cur.size += int64(len(b))
 	cur.last = last
 	j.syncs++
+	j.items += n
+	if cur.size > cur.capacity/2 {
+		j.prepareLocked()
+	}
 	return nil
 }
 
@@ -231,11 +308,23 @@ func removeSegment(f *os.File, path string) {
 // locks, for the next generation to replay.
 func (j *journal) close(allDone bool) {
 	j.mu.Lock()
-	defer j.mu.Unlock()
 	if j.closed {
+		j.mu.Unlock()
 		return
 	}
 	j.closed = true
+	j.mu.Unlock()
+	j.prep.Wait()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.next != nil {
+		removeSegment(j.next.f, j.next.path) // never written
+		j.next = nil
+	}
+	if j.syncs > 0 {
+		j.log.Info("journal: closed", "syncs", j.syncs, "items", j.items,
+			"items_per_sync", float64(j.items)/float64(j.syncs), "sync_time", j.syncT)
+	}
 	for _, s := range j.segs {
 		if allDone {
 			removeSegment(s.f, s.path)
@@ -401,7 +490,7 @@ func (j *journal) claimWriter(id string, names []string) *deadWriter {
 			d.release()
 			return nil
 		}
-		if end < len(b) {
+		if reason != "" {
 			j.log.Warn("journal: skipping a torn record at the end of a segment",
 				"segment", paths[i], "offset", end, "bytes", len(b)-end, "reason", reason)
 			if err := f.Truncate(int64(end)); err != nil {
@@ -432,5 +521,9 @@ func (j *journal) claimWriter(id string, names []string) *deadWriter {
 			d.items = append(d.items, r)
 		}
 	}
+	// Segment names follow creation, and a prepared one may be created
+	// before one made in a hurry but written after it: replay in the
+	// order of the items.
+	sort.SliceStable(d.items, func(a, b int) bool { return d.items[a].seq < d.items[b].seq })
 	return d
 }

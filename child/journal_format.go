@@ -8,7 +8,7 @@ import (
 )
 
 // A journal segment is one file, written by one process only, appended
-// to and never rewritten:
+// to and never rewritten, possibly followed by zeros (preallocated space):
 //
 //	header  "BATONJ1\n"
 //	record  length u32 | crc u32 | kind u8 | seq u64 | payload[length]
@@ -58,8 +58,9 @@ func appendRecord(dst []byte, kind byte, seq uint64, payload []byte) []byte {
 
 // parseSegment decodes a whole segment file. It returns the records up to
 // the first one that is incomplete or fails its checksum, and end, the
-// offset where those valid records end; a caller finding end < len(b)
-// skips the rest as a torn record and says so, with reason. A file
+// offset where those valid records end. Zeros after them are the unused
+// part of a preallocated segment; anything else is a torn record, which
+// the caller skips and reports with reason. A file
 // shorter than the header that holds a prefix of it is an empty segment
 // (its writer died while creating it); any other header is errNotSegment.
 func parseSegment(b []byte) (recs []record, end int, reason string, err error) {
@@ -75,6 +76,9 @@ func parseSegment(b []byte) (recs []record, end int, reason string, err error) {
 	off := len(segMagic)
 	for off < len(b) {
 		rest := b[off:]
+		if allZero(rest) {
+			return recs, off, "", nil // the unwritten part of a preallocated segment
+		}
 		if len(rest) < recHeaderLen {
 			return recs, off, fmt.Sprintf("%d bytes, shorter than a record header", len(rest)), nil
 		}
@@ -97,4 +101,13 @@ func parseSegment(b []byte) (recs []record, end int, reason string, err error) {
 		off += recHeaderLen + int(n)
 	}
 	return recs, off, "", nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
