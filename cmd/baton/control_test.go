@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/baton-run/baton/internal/fakes"
 	"github.com/baton-run/baton/internal/loadgen"
@@ -213,4 +216,65 @@ func peakRSS(t *testing.T, pid int) int64 {
 	}
 	t.Fatal("no VmHWM")
 	return 0
+}
+
+// The serving child SIGKILLed at random moments under 16 POST clients, 20
+// times, as the OOM killer would: baton restarts it each time, each new
+// generation replays what the killed ones acknowledged from the journal
+// beside the database, and once the last one has replayed, every
+// acknowledged order is a row.
+func TestRun_SIGKILLedChildUnderLoad_journalLosesNothing(t *testing.T) {
+	orders := buildOrders(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.hcl")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+watch { enabled = false }
+program "orders" {
+  command = [%q]
+  env     = { ORDERS_DB = "orders.db" }
+  listener "http" { address = "127.0.0.1:0" }
+  restart {
+    backoff     = "10ms"
+    max_backoff = "20ms"
+  }
+}
+`, orders)), 0o644)
+	baton := startBaton(t, "run", "-config", cfg)
+	baton.WaitOutput("ready: program=orders gen=1", waitLong)
+	addr := programStatus(t, cfg, "orders").Listeners[0].Address
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("seed %d", seed)
+
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 16})
+	defer load.Stop()
+	const kills = 20
+	for gen := 1; gen <= kills; gen++ {
+		if !load.WaitAcked(load.Acked()+50+rng.Int64N(600), waitLong) {
+			t.Fatalf("kill %d: the load stalled; log:\n%s", gen, baton.Output())
+		}
+		syscall.Kill(programStatus(t, cfg, "orders").PID, syscall.SIGKILL)
+		baton.WaitOutput(fmt.Sprintf("ready: program=orders gen=%d", gen+1), waitLong)
+	}
+	// The last generation's replay of what the killed ones left (some
+	// were killed in the middle of their own replay).
+	baton.WaitOutput(fmt.Sprintf("journal: replay of dead writers done: gen=%d ", kills+1), waitLong)
+	load.WaitAcked(load.Acked()+100, waitLong)
+	res := load.Stop()
+	baton.Signal(syscall.SIGTERM)
+	if code, sig := proctest.ExitCode(baton.Wait(waitLong)); code != 0 {
+		t.Fatalf("baton: want exit 0, have %d %s; log:\n%s", code, sig, baton.Output())
+	}
+
+	missing, err := loadgen.MissingOrders(filepath.Join(dir, "orders.db"), res.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d acknowledged orders lost after %d SIGKILLs, e.g. %s", len(missing), len(res.Acked), kills, missing[0])
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "orders.journal", "*")); len(left) > 0 {
+		t.Fatalf("everything was written, yet the journal keeps %v", left)
+	}
+	t.Logf("%d SIGKILLs: %d orders acknowledged, all written; %d requests failed (%v)", kills, len(res.Acked), res.FailedTotal(), res.Failed)
 }

@@ -14,7 +14,9 @@ import (
 const maxBody = 64 << 10
 
 // postOrder validates an order and queues it for the batch writer. The
-// 202 means "queued": the writer inserts it, before this process exits.
+// 202 means "will be written": with the journal, the order is on disk
+// already and survives a kill; without it, the writer inserts it before
+// this process exits.
 func postOrder(w *child.BatchWriter[order]) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		o, err := decodeOrder(http.MaxBytesReader(c.Writer, c.Request.Body, maxBody))
@@ -25,6 +27,10 @@ func postOrder(w *child.BatchWriter[order]) gin.HandlerFunc {
 		switch err := w.Enqueue(c.Request.Context(), o); {
 		case errors.Is(err, child.ErrClosed):
 			c.JSON(http.StatusServiceUnavailable, gin.H{"error": "shutting down, retry on a new connection"})
+			return
+		case errors.Is(err, child.ErrJournal):
+			// A full disk: promise nothing that could not be kept.
+			c.JSON(http.StatusServiceUnavailable, gin.H{"error": "cannot record the order, retry later: " + err.Error()})
 			return
 		case err != nil:
 			c.JSON(http.StatusServiceUnavailable, gin.H{"error": "queue full: " + err.Error()})

@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/baton-run/baton/child"
+	"github.com/baton-run/baton/internal/proctest"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -68,5 +71,78 @@ func TestPostOrder_validation(t *testing.T) {
 	r.ServeHTTP(rec, httptest.NewRequest("POST", "/orders", strings.NewReader(`{"id":"late","item":"tea","qty":1}`)))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("POST after close: want 503, have %d %s", rec.Code, rec.Body)
+	}
+}
+
+// A full disk under the journal: the order cannot be made durable, so it
+// is answered 503, never 202; once there is room again, 202. Every order
+// answered 202 is written, and no other.
+func TestPostOrder_fullDiskAnswers503(t *testing.T) {
+	disk := proctest.Tmpfs(t, 256<<10)
+	st, err := openStore(filepath.Join(t.TempDir(), "orders.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	srv, err := child.New(child.Config{Addr: "127.0.0.1:0", Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := child.OpenBatchWriter(child.BatchConfig[order]{Flush: st.insert, Journal: filepath.Join(disk, "journal"), Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := newFeed(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRouter(srv, st, w, events)
+	post := func(id string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		r.ServeHTTP(rec, httptest.NewRequest("POST", "/orders", strings.NewReader(`{"id":"`+id+`","item":"tea","qty":1}`)))
+		return rec
+	}
+
+	filler := proctest.Fill(t, disk)
+	accepted := 0
+	var full *httptest.ResponseRecorder
+	for i := 0; i < 100000; i++ {
+		// The segment's last page may still hold a few orders.
+		if rec := post(fmt.Sprintf("before-%d", i)); rec.Code != http.StatusAccepted {
+			full = rec
+			break
+		}
+		accepted++
+	}
+	if full == nil || full.Code != http.StatusServiceUnavailable || !strings.Contains(full.Body.String(), "no space left on device") {
+		t.Fatalf("POST on a full disk: want 503 naming the full disk, have %v", full)
+	}
+	os.Remove(filler)
+	if rec := post("after"); rec.Code != http.StatusAccepted {
+		t.Fatalf("POST once there is room: want 202, have %d %s", rec.Code, rec.Body)
+	}
+	accepted++
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.count(context.Background()); err != nil || n != accepted {
+		t.Fatalf("want the %d orders answered 202 written, have %d (%v)", accepted, n, err)
+	}
+}
+
+func TestJournalDir(t *testing.T) {
+	for _, tc := range []struct{ db, env, want string }{
+		{"orders.db", "", "orders.journal"},
+		{"/var/lib/shop/orders.sqlite", "", "/var/lib/shop/orders.journal"},
+		{"data/orders", "", "data/orders.journal"},
+		{"orders.db", "off", ""},
+		{"orders.db", "/srv/journal", "/srv/journal"},
+	} {
+		if have := journalDir(tc.db, tc.env); have != tc.want {
+			t.Errorf("journalDir(%q, %q): want %q, have %q", tc.db, tc.env, tc.want, have)
+		}
 	}
 }

@@ -8,7 +8,15 @@
 //
 //	ORDERS_ADDR      address when no socket is inherited (default 127.0.0.1:8080)
 //	ORDERS_DB        SQLite database file (default orders.db)
+//	ORDERS_JOURNAL   directory of the journal that makes each 202 durable
+//	                 before it is sent (default: beside the database,
+//	                 orders.journal for orders.db); "off" for none
 //	ORDERS_TLS_CERT  with ORDERS_TLS_KEY, PEM files: serve HTTPS, HTTP/2 included
+//
+// With the journal, an order answered 202 is written even when the
+// process is killed or its drain is cut off: the next start replays it.
+// The inserts ignore an id they already have, so a replay that writes an
+// order twice still leaves one row.
 //
 // Endpoints:
 //
@@ -31,6 +39,8 @@ import (
 	"crypto/tls"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/baton-run/baton/child"
@@ -101,12 +111,22 @@ func run(opt options) int {
 		events.wake()
 		return nil
 	}
-	writer := child.NewBatchWriter(child.BatchConfig[order]{
+	journal := journalDir(dbPath, os.Getenv("ORDERS_JOURNAL"))
+	writer, err := child.OpenBatchWriter(child.BatchConfig[order]{
 		Flush: flush,
 		OnError: func(err error, n int) {
 			log.Warn("writing orders failed, retrying", "orders", n, "error", err)
 		},
+		Journal: journal,
+		Logger:  log,
 	})
+	if err != nil {
+		log.Error("cannot open the journal", "journal", journal, "error", err)
+		return child.ExitFailure
+	}
+	if journal != "" {
+		log.Info("orders are durable before their 202", "journal", journal)
+	}
 	if err := srv.StartTask(writer.Task("order-writer")); err != nil {
 		log.Error("cannot start the writer", "error", err)
 		return child.ExitFailure
@@ -117,6 +137,18 @@ func run(opt options) int {
 		log.Error("stopped with an error", "error", err)
 	}
 	return child.ExitCode(err)
+}
+
+// journalDir returns the journal directory: env when set, none for
+// "off", otherwise beside the database, named after it.
+func journalDir(dbPath, env string) string {
+	switch env {
+	case "off":
+		return ""
+	case "":
+		return strings.TrimSuffix(dbPath, filepath.Ext(dbPath)) + ".journal"
+	}
+	return env
 }
 
 func newRouter(srv *child.Server, st *store, w *child.BatchWriter[order], events *feed) *gin.Engine {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -91,15 +92,29 @@ func TestSIGTERMUnderLoad_noAcknowledgedOrderLost(t *testing.T) {
 	if len(missing) > 0 {
 		t.Fatalf("%d of %d acknowledged orders are not in the database, e.g. %q", len(missing), len(res.Acked), missing[0])
 	}
+	if left := journalFiles(t, db); len(left) > 0 {
+		t.Fatalf("everything was written, yet the journal keeps %v", left)
+	}
 	t.Logf("%d orders acknowledged, all written; %d requests failed after the socket closed (%v)",
 		len(res.Acked), res.FailedTotal(), res.Failed)
 }
 
-// A database too slow for the task deadline: the drain cuts the writer
-// off, exits with ExitAbandoned and says how many orders it abandoned.
+// journalFiles lists the journal beside db.
+func journalFiles(t *testing.T, db string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(journalDir(db, ""), "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Without the journal, a database too slow for the task deadline: the
+// drain cuts the writer off, exits with ExitAbandoned and says how many
+// orders it abandoned.
 func TestSlowDatabase_deadlineAbandonsAndSaysHowMany(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "orders.db")
-	p, addr := startOrders(t, "orders-slow", proctest.Self("orders-slow", "ORDERS_ADDR=127.0.0.1:0", "ORDERS_DB="+db))
+	p, addr := startOrders(t, "orders-slow", proctest.Self("orders-slow", "ORDERS_ADDR=127.0.0.1:0", "ORDERS_DB="+db, "ORDERS_JOURNAL=off"))
 
 	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 16, MaxRequests: 200000})
 	if !load.WaitAcked(5000, waitLong) {
@@ -132,6 +147,107 @@ func TestSlowDatabase_deadlineAbandonsAndSaysHowMany(t *testing.T) {
 		t.Fatalf("the log says %d abandoned, but %d acknowledged orders are missing", pending, len(missing))
 	}
 	t.Logf("%d acknowledged, %d missing, log says %d pending", len(res.Acked), len(missing), pending)
+}
+
+// With the journal, the same cut-off drain loses nothing: the orders it
+// could not write stay in the journal, and the next start writes them.
+func TestSlowDatabase_journalKeepsWhatTheDeadlineCutOff(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "orders.db")
+	p, addr := startOrders(t, "orders-slow", proctest.Self("orders-slow", "ORDERS_ADDR=127.0.0.1:0", "ORDERS_DB="+db))
+
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 16, MaxRequests: 200000})
+	if !load.WaitAcked(5000, waitLong) {
+		load.Stop()
+		t.Fatalf("fewer than 5000 orders acknowledged; output:\n%s", p.Output())
+	}
+	p.Signal(syscall.SIGTERM)
+	code := exitCode(t, p)
+	res := load.Stop()
+	if code != child.ExitAbandoned {
+		t.Fatalf("exit status: want %d, have %d; output:\n%s", child.ExitAbandoned, code, p.Output())
+	}
+	cut, err := loadgen.MissingOrders(db, res.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cut) == 0 {
+		t.Fatal("the deadline cut nothing off: the test proves nothing")
+	}
+
+	next, _ := startOrders(t, "orders", proctest.Self("orders", "ORDERS_ADDR=127.0.0.1:0", "ORDERS_DB="+db))
+	next.WaitOutput("journal: replay of dead writers done", waitLong)
+	next.Signal(syscall.SIGTERM)
+	if code := exitCode(t, next); code != child.ExitOK {
+		t.Fatalf("next start: exit status %d; output:\n%s", code, next.Output())
+	}
+	missing, err := loadgen.MissingOrders(db, res.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d acknowledged orders lost after the next start, e.g. %q", len(missing), len(res.Acked), missing[0])
+	}
+	if left := journalFiles(t, db); len(left) > 0 {
+		t.Fatalf("everything was written, yet the journal keeps %v", left)
+	}
+	t.Logf("%d acknowledged, %d cut off by the deadline, all written after the next start", len(res.Acked), len(cut))
+}
+
+// SIGKILL at random moments under 16 POST clients, 20 times in a row, as
+// the OOM killer or a stop timeout would: each start replays what the
+// killed ones acknowledged and did not write (itself possibly killed in
+// the middle of that replay), and once the last one has replayed, every
+// acknowledged order is a row.
+func TestSIGKILLUnderLoad_journalLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "orders.db")
+	addr := freeAddr(t)
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("seed %d", seed)
+
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: addr, Clients: 16})
+	defer load.Stop()
+	const kills = 20
+	for i := 1; i <= kills; i++ {
+		p, _ := startOrders(t, "orders", proctest.Self("orders", "ORDERS_ADDR="+addr, "ORDERS_DB="+db))
+		if !load.WaitAcked(load.Acked()+50+rng.Int64N(600), waitLong) {
+			t.Fatalf("kill %d: the load stalled; output:\n%s", i, p.Output())
+		}
+		p.Signal(syscall.SIGKILL)
+		p.Wait(waitLong)
+	}
+	p, _ := startOrders(t, "orders", proctest.Self("orders", "ORDERS_ADDR="+addr, "ORDERS_DB="+db))
+	p.WaitOutput("journal: replay of dead writers done", waitLong)
+	load.WaitAcked(load.Acked()+100, waitLong)
+	res := load.Stop()
+	p.Signal(syscall.SIGTERM)
+	if code := exitCode(t, p); code != child.ExitOK {
+		t.Fatalf("last start: exit status %d; output:\n%s", code, p.Output())
+	}
+
+	missing, err := loadgen.MissingOrders(db, res.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d acknowledged orders lost after %d SIGKILLs, e.g. %q", len(missing), len(res.Acked), kills, missing[0])
+	}
+	if left := journalFiles(t, db); len(left) > 0 {
+		t.Fatalf("everything was written, yet the journal keeps %v", left)
+	}
+	t.Logf("%d SIGKILLs: %d orders acknowledged, all written; %d requests failed (%v)", kills, len(res.Acked), res.FailedTotal(), res.Failed)
+}
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // listenTCP opens a listening socket the way a supervisor does: with
