@@ -135,6 +135,39 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 
+	t.Run("journal", func(t *testing.T) {
+		opt := options{Duration: 2 * time.Second, Clients: 4, Slice: time.Second, Journal: true}
+		rs, err := compare(ctx, e, opt, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		printJournal(&out, rs)
+		t.Log("\n" + out.String())
+		if len(rs) != 2 || rs[0].Scenario != "unjournaled" || rs[1].Scenario != "journaled" {
+			t.Fatalf("want unjournaled and journaled, have %d results", len(rs))
+		}
+		for _, r := range rs {
+			if r.OK == 0 || r.Acked == 0 || r.LostWrites != 0 || r.Handovers != 0 || r.ExitCode != 0 {
+				t.Errorf("%s: want requests answered, 0 lost writes, no restart, exit 0; have %+v", r.Scenario, r)
+			}
+		}
+		if rs[1].RPSRatio == 0 || rs[1].P99Ratio == 0 {
+			t.Errorf("journaled: want ratios against unjournaled, have %+v", rs[1])
+		}
+		// The journaled example made its journal beside its database, and
+		// emptied it at its graceful stop; the other made none.
+		if ents, err := os.ReadDir(filepath.Join(e.work, "journaled", "orders.journal")); err != nil || len(ents) != 0 {
+			t.Errorf("journaled: want an empty journal after the stop, have %d files (%v)", len(ents), err)
+		}
+		if _, err := os.Stat(filepath.Join(e.work, "unjournaled", "orders.journal")); !os.IsNotExist(err) {
+			t.Errorf("unjournaled: want no journal, have %v", err)
+		}
+		if !strings.Contains(out.String(), "journaled against the targets") {
+			t.Errorf("no targets in the report:\n%s", out.String())
+		}
+	})
+
 	t.Run("scale", func(t *testing.T) {
 		rs, err := scale(ctx, e, []int{2}, 1, nil)
 		if err != nil {
@@ -280,6 +313,7 @@ func TestCLI_usage(t *testing.T) {
 		{"-c", "0"},
 		{"-slice", "-1s"},
 		{"-runs", "0"},
+		{"-journal", "-scale"},
 		{"-longlived", "-ws", "0", "-sse", "0"},
 		{"-longlived", "-rate", "0"},
 		{"-peers", "-devloop"},

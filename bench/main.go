@@ -11,6 +11,7 @@
 //	go run ./bench -longlived                        WebSocket and SSE clients across 20 handovers
 //	go run ./bench -peers                            the same small app under baton, tableflip, overseer, air
 //	go run ./bench -devloop                          save → serving: baton dev, air, go build
+//	go run ./bench -journal                          POST with the example's journal against without
 //
 // It builds baton and examples/orders from the module it runs in, and
 // sends its load to 127.0.0.1 only.
@@ -89,6 +90,10 @@ overseer and air, one after another under the same uninterrupted load,
 with the same number of restarts (-duration 48s and 5 restarts unless
 set). The peers are built from bench/peers, whose go.mod files pin them.
 
+-journal runs the example directly with its journal (each 202 after a
+group-committed fdatasync) and without, side by side, and compares their
+POST latency and throughput.
+
 -devloop saves the same one-line change to the same app again and again
 (-handovers times) under baton dev and air, and times go build of it.
 
@@ -115,6 +120,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var soakN soakFlag
 	fs.Var(&soakN, "soak", "instead of the scenarios: handovers in a row under load, sampling baton's fds, goroutines and RSS (-soak: 1000, -soak=N: N)")
 	only := fs.String("scenarios", "", "run only these `scenarios`, comma-separated (direct always runs: the others are measured against it); with -peers or -devloop, these systems")
+	fs.BoolVar(&opt.Journal, "journal", false, "instead of the scenarios: POST latency and throughput of the example with its journal against without, side by side")
 	keep := fs.Bool("keep", false, "keep the work directory: configs, logs and databases")
 	doLong := fs.Bool("longlived", false, "instead of the scenarios: WebSocket and SSE clients across handovers under POST load")
 	var lopt longlivedOptions
@@ -156,6 +162,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case opt.Clients < 1:
 		fmt.Fprintln(stderr, "bench: -c must be at least 1")
 		return 2
+	case opt.Journal && (*doScale || soakN > 0 || *only != "" || *doPeers || *doDev || *doLong):
+		fmt.Fprintln(stderr, "bench: -journal runs its own two scenarios: not with another mode or -scenarios")
+		return 2
 	case *doLong && (lopt.WS < 0 || lopt.SSE < 0 || lopt.WS+lopt.SSE == 0 || lopt.Rate < 1 || lopt.Pause < 0):
 		fmt.Fprintln(stderr, "bench: -longlived needs -ws and -sse of at least 0, one of them above, -rate of at least 1 and a -pause of at least 0")
 		return 2
@@ -187,6 +196,9 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *doPeers && !set["duration"] {
 		opt.Duration = 48 * time.Second // restarts 8 s apart with the default 5
+	}
+	if opt.Journal {
+		opt.Handovers, opt.Get = 0, false
 	}
 	if *only != "" {
 		opt.Get = false // only if a GET scenario is named
@@ -321,7 +333,11 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if !*asJSON {
 			printMachine(stdout, m)
 			printLoad(stdout, opt)
-			printComparison(stdout, rs)
+			if opt.Journal {
+				printJournal(stdout, rs)
+			} else {
+				printComparison(stdout, rs)
+			}
 		}
 	}
 	return 0

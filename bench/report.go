@@ -33,7 +33,11 @@ func printLoad(w io.Writer, opt options) {
 	if slices > 1 {
 		fmt.Fprintf(w, " in %d turns of %v, the scenarios of a request side by side", slices, d)
 	}
-	fmt.Fprintf(w, "; naive and baton: %s each, evenly spread", plural(opt.Handovers, "restart"))
+	if opt.Journal {
+		fmt.Fprint(w, "; POST /orders, no restarts")
+	} else {
+		fmt.Fprintf(w, "; naive and baton: %s each, evenly spread", plural(opt.Handovers, "restart"))
+	}
 	if opt.Runs > 1 {
 		fmt.Fprintf(w, "; %d runs, pooled", opt.Runs)
 	}
@@ -127,6 +131,45 @@ func printComparison(w io.Writer, rs []*scenarioResult) {
 		}
 		check("throughput", fmt.Sprintf("%.3f× direct", r.RPSRatio), "≥ 0.97×", r.RPSRatio >= 0.97)
 		check("p99 in handover windows", fmt.Sprintf("%.2f× direct p99", r.P99WindowRatio), "≤ 2×", r.P99WindowRatio <= 2)
+		tw.Flush()
+	}
+}
+
+// printJournal writes the -journal comparison: the journaled example
+// against the unjournaled one, and the journal's targets.
+func printJournal(w io.Writer, rs []*scenarioResult) {
+	for _, r := range rs {
+		if r.OthersCPU > busyLimit {
+			fmt.Fprintf(w, "BUSY MACHINE: other processes took %.0f%% of the CPUs during %s; those figures are not a quiet machine's.\n\n", r.OthersCPU, r.Scenario)
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\trequests\tfailed\tlost writes\treq/s\t×unjournaled\tp50 ms\tp99 ms\t×unjournaled\tmax ms\t")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d of %d\t%.0f\t%.3f\t%.2f\t%.2f\t%.2f\t%.2f\t\n",
+			r.Scenario, r.Requests, r.Failed, r.LostWrites, r.Acked, r.RPS, r.RPSRatio, r.P50, r.P99, r.P99Ratio, r.Max)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	for _, r := range rs {
+		fmt.Fprintf(w, "%-12s final stop exited %d; others used %.1f%% of the CPUs%s\n", r.Scenario+":", r.ExitCode, r.OthersCPU, busyMark(r.OthersCPU))
+	}
+	for _, r := range rs {
+		if r.Scenario != "journaled" {
+			continue
+		}
+		fmt.Fprintln(w, "\njournaled against the targets (POST /orders):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		check := func(what, have, target string, ok bool) {
+			verdict := "met"
+			if !ok {
+				verdict = "MISSED"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", what, have, target, verdict)
+		}
+		check("throughput", fmt.Sprintf("%.3f× unjournaled", r.RPSRatio), "≥ 0.9×", r.RPSRatio >= 0.9)
+		check("p99 latency", fmt.Sprintf("%.2f× unjournaled", r.P99Ratio), "≤ 2×", r.P99Ratio <= 2)
+		check("lost writes", fmt.Sprint(r.LostWrites), "0", r.LostWrites == 0)
 		tw.Flush()
 	}
 }

@@ -21,23 +21,36 @@ type options struct {
 	Only      []string      // run only these scenarios (their direct too)
 	Runs      int           // times each scenario runs; the figures pool them
 	Slice     time.Duration // the load's turn on each target (0: each scenario in one piece)
+	Journal   bool          // instead: the example with its journal against without
 }
 
 // scenario is one way of running the example under load.
 type scenario struct {
 	name string
-	kind string // "direct", "naive" or "baton"
+	kind string // "direct", "naive", "baton", or "journal" (direct, against an unjournaled direct)
 	get  bool
+	env  []string // the example's, added
 }
 
 // scenarios lists the comparison in its order: direct first in each
 // method, since the others are measured against it.
 func scenarios(get bool) []scenario {
-	out := []scenario{{"direct", "direct", false}, {"naive", "naive", false}, {"baton", "baton", false}}
+	out := []scenario{{name: "direct", kind: "direct"}, {name: "naive", kind: "naive"}, {name: "baton", kind: "baton"}}
 	if get {
-		out = append(out, scenario{"direct-get", "direct", true}, scenario{"naive-get", "naive", true}, scenario{"baton-get", "baton", true})
+		out = append(out, scenario{name: "direct-get", kind: "direct", get: true}, scenario{name: "naive-get", kind: "naive", get: true},
+			scenario{name: "baton-get", kind: "baton", get: true})
 	}
 	return out
+}
+
+// journalScenarios compare the example's POST with its journal (the
+// default: each 202 waits for a group-committed fdatasync) against the
+// same without one, both run directly, side by side.
+func journalScenarios() []scenario {
+	return []scenario{
+		{name: "unjournaled", kind: "direct", env: []string{"ORDERS_JOURNAL=off"}},
+		{name: "journaled", kind: "journal", env: []string{"ORDERS_JOURNAL="}}, // beside the database
+	}
 }
 
 // The GET-only variant reads /orders/count, a handler that queries SQLite.
@@ -119,8 +132,11 @@ type scenarioResult struct {
 // alike.
 func compare(ctx context.Context, e *env, opt options, emit func(*scenarioResult)) ([]*scenarioResult, error) {
 	var groups [][]scenario
+	if opt.Journal {
+		groups = append(groups, journalScenarios())
+	}
 	for _, get := range []bool{false, true} {
-		if get && !opt.Get {
+		if opt.Journal || get && !opt.Get {
 			continue
 		}
 		var g []scenario
@@ -241,7 +257,7 @@ func runGroup(ctx context.Context, e *env, scs []scenario, opt options, n int) (
 	for i := 0; i < slices; i++ {
 		for _, l := range ls {
 			h := 0
-			if l.sc.kind != "direct" {
+			if l.sc.kind == "naive" || l.sc.kind == "baton" {
 				h = handoversIn(i, slices, opt.Handovers)
 			}
 			if err := l.runSlice(ctx, i, d, h); err != nil {
@@ -307,8 +323,8 @@ func startTarget(ctx context.Context, e *env, sc scenario, opt options, n int) (
 	}
 	l := &liveTarget{sc: sc, db: filepath.Join(dir, "orders.db"), run: &targetRun{}}
 	switch sc.kind {
-	case "direct", "naive":
-		l.t, err = startOrders(ctx, e, dir, l.db, addr)
+	case "direct", "naive", "journal":
+		l.t, err = startOrders(ctx, e, dir, l.db, addr, sc.env...)
 	case "baton":
 		l.bt, err = startBaton(ctx, e, dir, []batonProgram{{name: "orders", db: l.db, addr: addr}})
 		l.t = l.bt

@@ -57,13 +57,14 @@ type ordersTarget struct {
 	e       *env
 	dir, db string
 	address string
+	env     []string // the example's own settings
 	cur     *proc
 	n       int
 	health  *http.Client
 }
 
-func startOrders(ctx context.Context, e *env, dir, db, addr string) (*ordersTarget, error) {
-	o := &ordersTarget{e: e, dir: dir, db: db, address: addr, health: newHealthClient()}
+func startOrders(ctx context.Context, e *env, dir, db, addr string, env ...string) (*ordersTarget, error) {
+	o := &ordersTarget{e: e, dir: dir, db: db, address: addr, env: env, health: newHealthClient()}
 	p, err := o.launch(ctx)
 	if err != nil {
 		return nil, err
@@ -78,7 +79,7 @@ func (o *ordersTarget) addr() string { return o.address }
 // answers.
 func (o *ordersTarget) launch(ctx context.Context) (*proc, error) {
 	o.n++
-	p, err := startProc(o.e.orders, nil, o.dir, childEnv("ORDERS_ADDR="+o.address, "ORDERS_DB="+o.db),
+	p, err := startProc(o.e.orders, nil, o.dir, childEnv(append([]string{"ORDERS_ADDR=" + o.address, "ORDERS_DB=" + o.db}, o.env...)...),
 		filepath.Join(o.dir, fmt.Sprintf("orders.%d.log", o.n)))
 	if err != nil {
 		return nil, err
