@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,8 +262,17 @@ func (w *BatchWriter[T]) enqueueDurable(ctx context.Context, item T) error {
 // are left. Synced items join buf in seq order, so that buf, the segment
 // and the done marks agree on what "up to seq" means.
 func (w *BatchWriter[T]) commitLoop() {
+	last := 0 // items in the previous group
 	w.mu.Lock()
 	for len(w.staged) > 0 {
+		if len(w.staged) < last {
+			// The handlers just answered may be about to enqueue again:
+			// let them run once, so that they share this sync.
+			w.mu.Unlock()
+			runtime.Gosched()
+			w.mu.Lock()
+		}
+		last = len(w.staged)
 		items, seqs, recs, g := w.staged, w.stagedSeqs, w.stagedRecs, w.group
 		w.staged, w.stagedSeqs, w.stagedRecs, w.group = nil, nil, w.spare[:0], nil
 		w.inCommit = len(items)
