@@ -152,7 +152,8 @@ func printJournal(w io.Writer, rs []*scenarioResult) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	for _, r := range rs {
-		fmt.Fprintf(w, "%-12s final stop exited %d; others used %.1f%% of the CPUs%s\n", r.Scenario+":", r.ExitCode, r.OthersCPU, busyMark(r.OthersCPU))
+		fmt.Fprintf(w, "%-12s the example used %.0f µs of CPU per request; final stop exited %d; others used %.1f%% of the CPUs%s\n",
+			r.Scenario+":", r.AppCPU, r.ExitCode, r.OthersCPU, busyMark(r.OthersCPU))
 	}
 	for _, r := range rs {
 		if r.Scenario != "journaled" {

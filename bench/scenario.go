@@ -115,8 +115,11 @@ type scenarioResult struct {
 	OldExitCodes     []int    `json:"old_exit_codes"`       // of the replaced processes
 	ExitCode         int      `json:"exit_code"`            // of the final graceful stop
 
-	Baton   *usage `json:"baton,omitempty"`
-	LoadAvg string `json:"loadavg"` // at the end of the scenario
+	Baton *usage `json:"baton,omitempty"`
+	// AppCPU is the example's CPU time per successful request, in
+	// microseconds, when it ran without restarts (direct, journaled).
+	AppCPU  float64 `json:"app_cpu_us_per_request,omitempty"`
+	LoadAvg string  `json:"loadavg"` // at the end of the scenario
 	// OthersCPU is the share of the CPUs that processes other than the
 	// harness's used during the load: above a few percent, the figures
 	// are those of a busy machine.
@@ -196,6 +199,7 @@ type targetRun struct {
 	lost     int
 	exitCode int
 	baton    *usage
+	appCPU   float64 // the example's CPU seconds in turns without restarts
 	loadAvg  string
 	// The CPU time others used during the load, and all there was.
 	othersTicks, totalTicks int64
@@ -366,9 +370,14 @@ func (l *liveTarget) runSlice(ctx context.Context, i int, d time.Duration, hando
 	// A bound on the count as well as the time, far above what the
 	// machine can do, so that the load is bounded whatever happens.
 	cfg.MaxRequests = int64(math.Ceil(d.Seconds())+5) * 1_000_000
-	var cpu0 float64
+	var cpu0, app0 float64
 	if l.bt != nil {
 		cpu0, _ = cpuSeconds(l.bt.p.pid)
+	}
+	// The example's own CPU, when one process serves the whole turn.
+	app, _ := l.t.(*ordersTarget)
+	if app != nil && handovers == 0 {
+		app0, _ = cpuSeconds(app.cur.pid)
 	}
 	share := startCPUShare()
 	s := slice{start: time.Now()}
@@ -399,6 +408,10 @@ func (l *liveTarget) runSlice(ctx context.Context, i int, d time.Duration, hando
 			l.run.baton = &usage{}
 		}
 		l.run.baton.CPUSeconds += cpu1 - cpu0
+	}
+	if app != nil && handovers == 0 {
+		app1, _ := cpuSeconds(app.cur.pid)
+		l.run.appCPU += app1 - app0
 	}
 	l.loaded += s.res.Elapsed
 	l.acked = append(l.acked, s.res.Acked...)
@@ -460,11 +473,13 @@ func summarize(sc scenario, opt options, runs []*targetRun) *scenarioResult {
 		FailedByKind: map[string]int64{}, OldExitCodes: []int{}}
 	var elapsed time.Duration
 	var others, total int64
+	var appCPU float64
 	var all, in, out, serving, window, ready []time.Duration
 	for _, run := range runs {
 		r.Acked += run.acked
 		r.LostWrites += run.lost
 		r.ExitCode = max(r.ExitCode, run.exitCode)
+		appCPU += run.appCPU
 		r.LoadAvg = run.loadAvg
 		others += run.othersTicks
 		total += run.totalTicks
@@ -529,6 +544,9 @@ func summarize(sc scenario, opt options, runs []*targetRun) *scenarioResult {
 	}
 	if total > 0 {
 		r.OthersCPU = round(float64(others)/float64(total)*100, 1)
+	}
+	if appCPU > 0 && r.OK > 0 {
+		r.AppCPU = round(appCPU/float64(r.OK)*1e6, 1)
 	}
 	sortDurations(all)
 	sortDurations(in)
