@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -84,6 +85,9 @@ type segment struct {
 
 const segSuffix, tmpSuffix = ".seg", ".tmp"
 
+// journalsOpened tells apart the writers one process opens.
+var journalsOpened atomic.Int64
+
 // openJournal creates dir when needed and the writer's first segment, so
 // that a directory that cannot hold a journal is an error now, not under
 // load.
@@ -95,8 +99,9 @@ func openJournal(dir string, segSize int64, log hclog.Logger) (*journal, error) 
 		segSize = DefaultJournalSegmentSize
 	}
 	j := &journal{
-		dir:     dir,
-		id:      strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(os.Getpid()),
+		dir: dir,
+		id: strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(os.Getpid()) +
+			"-" + strconv.FormatInt(journalsOpened.Add(1), 10),
 		log:     log,
 		segSize: segSize,
 		sync:    func(f *os.File) error { return unix.Fdatasync(int(f.Fd())) },
