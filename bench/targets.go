@@ -186,7 +186,8 @@ type batonTarget struct {
 }
 
 // batonConfig writes the config: no watching, the handovers are the
-// harness's alone; a metrics address for the goroutine count.
+// harness's alone; a metrics address for the goroutine count; the example
+// without its journal, as in the other scenarios.
 func batonConfig(orders, metricsAddr string, progs []batonProgram) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log {\n  level  = \"info\"\n  format = \"text\"\n}\nwatch { enabled = false }\nmetrics { address = %q }\n", metricsAddr)
@@ -194,7 +195,7 @@ func batonConfig(orders, metricsAddr string, progs []batonProgram) string {
 		fmt.Fprintf(&b, `
 program %q {
   command  = [%q]
-  env      = { ORDERS_DB = %q }
+  env      = { ORDERS_DB = %q, ORDERS_JOURNAL = "off" }
   listener "http" { address = %q }
   ready { timeout = "60s" }
   stop { timeout = "60s" }
