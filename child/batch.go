@@ -432,8 +432,9 @@ func (w *BatchWriter[T]) finishJournal(err error) {
 		w.j.close(true)
 		return
 	}
+	paths := w.j.paths()
 	w.j.close(false)
-	w.log.Warn("journal: keeping unwritten items for the next start", "items", w.Pending(), "segments", w.j.paths())
+	w.log.Warn("journal: keeping unwritten items for the next start", "items", w.Pending(), "segments", paths)
 }
 
 // replayOne writes the next batch of the oldest dead writer through

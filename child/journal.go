@@ -269,7 +269,11 @@ func (j *journal) cutLocked(cur *segment) {
 	if err := cur.f.Truncate(cur.size); err != nil {
 		j.broken = true
 		j.log.Warn("journal: cannot cut a failed write off its segment; starting another", "segment", cur.path, "error", err)
+		return
 	}
+	// Its preallocated space went with the cut: the next record moves to
+	// the next prepared segment, if there is one.
+	cur.capacity = min(cur.capacity, cur.size)
 }
 
 // done records that every item up to seq was flushed, and removes the
