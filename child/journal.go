@@ -146,11 +146,17 @@ func (j *journal) prepareLocked() {
 	j.prep.Add(1)
 	go func() {
 		defer j.prep.Done()
-		s, err := j.createSegment(idx, true)
+		var s *segment
+		err := j.roomToPreallocate()
+		if err == nil {
+			s, err = j.createSegment(idx, true)
+		}
 		j.mu.Lock()
 		defer j.mu.Unlock()
 		j.preparing = false
 		switch {
+		case errors.Is(err, errLowSpace):
+			j.log.Debug("journal: little space left; appending instead of preallocating", "error", err)
 		case err != nil:
 			j.log.Warn("journal: cannot prepare the next segment; appending instead", "error", err)
 		case j.closed:
@@ -159,6 +165,25 @@ func (j *journal) prepareLocked() {
 			j.next = s
 		}
 	}()
+}
+
+// errLowSpace: the journal's file system has too little room to
+// preallocate a segment. Filling it with zeros would take the room that
+// acknowledgements need, and, on a disk that was full, the room that was
+// just freed.
+var errLowSpace = errors.New("too little free space to preallocate a segment")
+
+// roomToPreallocate returns errLowSpace unless the file system has room
+// for four segments.
+func (j *journal) roomToPreallocate() error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(j.dir, &st); err != nil {
+		return err
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < 4*j.segSize {
+		return fmt.Errorf("%w: %d bytes free, %d per segment", errLowSpace, free, j.segSize)
+	}
+	return nil
 }
 
 // createSegment creates, locks and publishes segment idx: written and
