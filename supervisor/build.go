@@ -176,7 +176,7 @@ func (b *builder) build(ctx context.Context, bc *config.BuildConfig, output stri
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = bc.Dir
-	cmd.Env = append(append([]string(nil), b.baseEnv...), bc.Env...)
+	cmd.Env = buildEnv(b.baseEnv, bc.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A build is a tree of processes (go build runs the compiler and
 	// linker): cancel kills the whole group.
@@ -279,10 +279,31 @@ func (b *builder) cleanup() {
 	b.log.Debug("builder stopped; its binaries were removed")
 }
 
+// buildEnv is a build's environment: baton's, then the build block's.
+// config.DefaultBuildGoFlags joins GOFLAGS unless the build block sets
+// GOFLAGS or GOFLAGS already sets -ldflags.
+func buildEnv(base, block []string) []string {
+	env := append(append([]string(nil), base...), block...)
+	for _, kv := range block {
+		if strings.HasPrefix(kv, "GOFLAGS=") {
+			return env
+		}
+	}
+	for i, kv := range env {
+		if flags, ok := strings.CutPrefix(kv, "GOFLAGS="); ok {
+			if !strings.Contains(flags, "-ldflags") {
+				env[i] = strings.TrimSpace("GOFLAGS=" + flags + " " + config.DefaultBuildGoFlags)
+			}
+			return env
+		}
+	}
+	return append(env, "GOFLAGS="+config.DefaultBuildGoFlags)
+}
+
 func round(d time.Duration) string {
 	switch {
 	case d >= time.Second:
-		return d.Round(100 * time.Millisecond).String()
+		return d.Round(10 * time.Millisecond).String()
 	case d >= time.Millisecond:
 		return d.Round(time.Millisecond).String()
 	}

@@ -26,8 +26,12 @@ type programEnv struct {
 	jitter func() float64
 	// observe is told when a generation became ready or exited.
 	observe func(Event)
-	// handedOver is told the duration of each completed handover.
-	handedOver func(program string, readyIn time.Duration)
+	// handedOver is told each completed handover: its duration and how
+	// long each of its phases took.
+	handedOver func(program string, readyIn time.Duration, phases []phaseTime)
+	// drained is told how long an old generation took to exit after it
+	// was told to stop by a handover.
+	drained func(program string, d time.Duration)
 }
 
 // realAfter is programEnv.after with the real clock.

@@ -49,6 +49,60 @@ type generation struct {
 	stopAt   time.Time // when the stop signal was sent
 	killed   string    // why SIGKILL was sent, "" if it was not
 	status   string    // the last STATUS=
+	// times are the moments of its start, for a handover's breakdown;
+	// byHandover: it was told to stop because a successor was ready.
+	times      startTimes
+	byHandover bool
+}
+
+// startTimes are the moments of a generation's start: the trigger of its
+// request, the config read, the binary checked, the process spawned (the
+// exec shim runs: os/exec returns once its exec succeeded).
+type startTimes struct {
+	trigger, read, checked, spawned time.Time
+}
+
+// phaseTime is how long one phase of a handover took.
+type phaseTime struct {
+	name string
+	d    time.Duration
+}
+
+// The phases of a handover, in order: what baton does (read, check,
+// spawn, signal), what the program does (start: the shim's exec, then the
+// program's own start-up until READY), and the old generation's drain,
+// reported when it exits.
+const (
+	phaseRead   = "read"   // trigger → config read and sockets opened
+	phaseCheck  = "check"  // → binary checked (resolve, content hash)
+	phaseSpawn  = "spawn"  // → process started (notify socket, pipes, fork, exec of the shim)
+	phaseStart  = "start"  // → READY
+	phaseSignal = "signal" // → old generation signalled
+	phaseDrain  = "drain"  // old generation signalled → exited
+)
+
+// phases returns the handover's breakdown, given when the generation was
+// ready and when the old one was signalled.
+func (t startTimes) phases(ready, signalled time.Time) []phaseTime {
+	return []phaseTime{
+		{phaseRead, t.read.Sub(t.trigger)},
+		{phaseCheck, t.checked.Sub(t.read)},
+		{phaseSpawn, t.spawned.Sub(t.checked)},
+		{phaseStart, ready.Sub(t.spawned)},
+		{phaseSignal, signalled.Sub(ready)},
+	}
+}
+
+// formatPhases renders a breakdown for the log: "read=1.2ms check=…".
+func formatPhases(ps []phaseTime) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%s", p.name, p.d.Round(10*time.Microsecond))
+	}
+	return b.String()
 }
 
 func (g *generation) stopReady() {
@@ -258,8 +312,8 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		protocol.EnvProgram+"="+sp.program,
 		protocol.EnvGeneration+"="+strconv.Itoa(sp.n),
 		protocol.EnvStopTimeout+"="+sp.cfg.Stop.Timeout.String(),
-		execshim.EnvMarker+"=1",
 	)
+	exe, args, env := execshim.Command(sp.path, sp.cfg.Command, env)
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -292,8 +346,8 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		}
 	}
 	cmd := &exec.Cmd{
-		Path:       execshim.Self,
-		Args:       execshim.Args(sp.path, sp.cfg.Command),
+		Path:       exe,
+		Args:       args,
 		Env:        env,
 		Dir:        sp.cfg.Dir,
 		Stdout:     outW,

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/proctest"
 	"github.com/baton-run/baton/supervisor/config"
@@ -419,5 +420,28 @@ func TestKill_immediate(t *testing.T) {
 	}
 	if !gone(pa) || !gone(pb) {
 		t.Fatal("a child survived Kill")
+	}
+}
+
+// Programs start through /bin/sh, which sets LISTEN_PID, unless their
+// environment has a name a shell would drop: then through baton's own
+// binary, which passes it on. Both ways the program takes its socket
+// (LISTEN_PID is its own pid) and gets its environment.
+func TestShim_shellOrOwnBinary(t *testing.T) {
+	for _, tc := range []struct {
+		name, env, want string
+	}{
+		{"shell", `PLAIN = "1"`, "PLAIN=1\n"},
+		{"own binary", `"spring.profiles.active" = "prod"`, "spring.profiles.active=prod\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, withEnv(fakeProgram("app", "serve", ""), "serve", tc.env))
+			h.waitEvent("app", "ready", 1)
+			env := proctest.Get(t, "http://"+h.sup.Addr("app", "http")+"/env")
+			if !strings.Contains(env, tc.want) || strings.Contains(env, execshim.EnvMarker) {
+				t.Fatalf("the program's environment:\n%s", env)
+			}
+			h.stop()
+		})
 	}
 }

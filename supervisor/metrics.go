@@ -19,6 +19,7 @@ import (
 type metrics struct {
 	reg      *prometheus.Registry
 	handover *prometheus.HistogramVec
+	phase    *prometheus.HistogramVec
 }
 
 var (
@@ -38,16 +39,31 @@ func newMetrics(s *Supervisor) *metrics {
 			Help:    "From the start of a new generation until it was ready and the old one was told to stop.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"program"}),
+		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "baton_handover_phase_seconds",
+			Help:    "How long each phase of a handover took: read (the trigger to the config read and sockets opened), check (the binary), spawn (the process started), start (its exec and start-up until READY), signal (the old generation told to stop), drain (the old generation gone).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"program", "phase"}),
 	}
-	m.reg.MustRegister(m.handover, statusCollector{s},
+	m.reg.MustRegister(m.handover, m.phase, statusCollector{s},
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "baton"}),
 		collectors.NewGoCollector())
 	return m
 }
 
-func (m *metrics) observeHandover(program string, d time.Duration) {
+func (m *metrics) observeHandover(program string, d time.Duration, phases []phaseTime) {
+	if m == nil {
+		return
+	}
+	m.handover.WithLabelValues(program).Observe(d.Seconds())
+	for _, p := range phases {
+		m.phase.WithLabelValues(program, p.name).Observe(p.d.Seconds())
+	}
+}
+
+func (m *metrics) observeDrain(program string, d time.Duration) {
 	if m != nil {
-		m.handover.WithLabelValues(program).Observe(d.Seconds())
+		m.phase.WithLabelValues(program, phaseDrain).Observe(d.Seconds())
 	}
 }
 

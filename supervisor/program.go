@@ -87,6 +87,10 @@ type attempt struct {
 // to every reply channel.
 type request struct {
 	reason string
+	// trigger is when the request began (a signal, a saved file, a
+	// command), read when the config it carries was read: the first
+	// phases of the handover's breakdown. Zero means now.
+	trigger, read time.Time
 	// force starts a generation even when its binary and config already
 	// serve or already failed to start (SIGHUP, reload, restart, start).
 	force   bool
@@ -433,6 +437,7 @@ func (p *program) begin(req *request) {
 			return
 		}
 	}
+	checked := time.Now()
 	p.restartT.cancel()
 	p.exitReason = ""
 	p.nextGen++
@@ -449,6 +454,13 @@ func (p *program) begin(req *request) {
 	if err != nil {
 		p.failStart(req, n, fmt.Sprintf("cannot start: %v", err), "")
 		return
+	}
+	g.times = startTimes{trigger: req.trigger, read: req.read, checked: checked, spawned: time.Now()}
+	if g.times.trigger.IsZero() {
+		g.times.trigger = checked
+	}
+	if g.times.read.IsZero() {
+		g.times.read = g.times.trigger
 	}
 	p.gens[n] = g
 	p.attempt = &attempt{gen: g, req: req}
@@ -571,9 +583,11 @@ func (p *program) onReady(g *generation) {
 	readyIn := g.readyAt.Sub(g.started).Round(time.Millisecond)
 	if old != nil {
 		p.stats.Handovers++
-		p.env.handedOver(p.name, readyIn)
-		p.log.Info("handover: new generation ready, stopping the old one", "gen", g.n, "pid", g.pid, "ready_in", readyIn, "old_gen", old.n, "old_pid", old.pid)
 		p.stop(old)
+		old.byHandover = true
+		phases := g.times.phases(g.readyAt, time.Now())
+		p.env.handedOver(p.name, readyIn, phases)
+		p.log.Info("handover: new generation ready, stopping the old one", "gen", g.n, "pid", g.pid, "ready_in", readyIn, "old_gen", old.n, "old_pid", old.pid, "phases", formatPhases(phases))
 	} else {
 		p.log.Info("ready", "gen", g.n, "pid", g.pid, "ready_in", readyIn)
 	}
@@ -639,6 +653,9 @@ func (p *program) onExit(g *generation, st processStatus) {
 		Uptime: now.Sub(g.started), Killed: g.killed, Status: g.status}
 	if !g.stopAt.IsZero() {
 		rec.Drain = now.Sub(g.stopAt)
+		if g.byHandover {
+			p.env.drained(p.name, rec.Drain)
+		}
 	}
 	if g.killed != "" && p.phase == phaseShutdown {
 		p.killedInShutdown = true

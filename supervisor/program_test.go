@@ -64,7 +64,8 @@ func newFakeProgram(t *testing.T, cfg *config.Program) *fakeEnv {
 		},
 		jitter:     func() float64 { return 0 },
 		observe:    func(Event) {},
-		handedOver: func(string, time.Duration) {},
+		handedOver: func(string, time.Duration, []phaseTime) {},
+		drained:    func(string, time.Duration) {},
 	}
 	fe.p = newProgram(env, cfg, nil, false)
 	t.Cleanup(func() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/baton-run/baton/supervisor/control"
@@ -29,8 +30,10 @@ type ReloadRequest struct {
 // reloadOp is a reload on its way: from Reload to the config reader, which
 // reads the file, then to the loop, which applies it and answers.
 type reloadOp struct {
-	req   ReloadRequest
-	reply chan reloadStarted // buffered: nobody may be waiting
+	req     ReloadRequest
+	reply   chan reloadStarted // buffered: nobody may be waiting
+	trigger time.Time          // when it was asked for
+	read    time.Time          // when the config was read and its sockets opened
 }
 
 // reloadStarted is the loop's answer to a reload: the handovers it
@@ -63,7 +66,7 @@ func (s *Supervisor) Reload(ctx context.Context, req ReloadRequest) ([]control.R
 		s.systemd.reloading()
 		defer s.systemd.reloaded()
 	}
-	op := &reloadOp{req: req, reply: make(chan reloadStarted, 1)}
+	op := &reloadOp{req: req, reply: make(chan reloadStarted, 1), trigger: time.Now()}
 	select {
 	case s.loads <- op:
 	case <-s.loopDone:
@@ -114,7 +117,7 @@ func (s *Supervisor) Reload(ctx context.Context, req ReloadRequest) ([]control.R
 // config file). It waits only for the config reader to take it.
 func (s *Supervisor) reloadLater(req ReloadRequest) {
 	select {
-	case s.loads <- &reloadOp{req: req, reply: make(chan reloadStarted, 1)}:
+	case s.loads <- &reloadOp{req: req, reply: make(chan reloadStarted, 1), trigger: time.Now()}:
 	case <-s.loopDone:
 	}
 }
@@ -177,6 +180,7 @@ func (s *Supervisor) read(op *reloadOp) {
 		}
 		leases[p.Name] = l
 	}
+	op.read = time.Now()
 	if !s.post(msgApply{op: op, file: file, leases: leases}) {
 		release()
 		op.reply <- reloadStarted{err: ErrStopping}
@@ -241,7 +245,8 @@ func (s *Supervisor) apply(m msgApply) {
 			continue
 		}
 		reply := make(chan handoverResult, 1)
-		p.post(evRequest{&request{reason: op.req.Reason, force: op.req.Force, cfg: run, lease: l, replies: []chan handoverResult{reply}}})
+		p.post(evRequest{&request{reason: op.req.Reason, force: op.req.Force, cfg: run, lease: l, replies: []chan handoverResult{reply},
+			trigger: op.trigger, read: op.read}})
 		st.jobs = append(st.jobs, reloadJob{program: name, reply: reply})
 	}
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/baton-run/baton/internal/watch"
 	"github.com/baton-run/baton/supervisor/config"
@@ -119,6 +120,7 @@ type (
 	msgWatch    struct {                        // a watched file of a program changed
 		program, reason string
 		force           bool
+		trigger         time.Time
 	}
 	msgKill struct{}
 )
@@ -236,6 +238,7 @@ func New(cfg Config) (*Supervisor, error) {
 			}
 		},
 		handedOver: s.metrics.observeHandover,
+		drained:    s.metrics.observeDrain,
 	}
 	for _, p := range file.Programs {
 		s.programs[p.Name] = newProgram(s.env, p, leases[p.Name], s.dev(p))

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/supervisor/config"
 )
 
@@ -45,22 +46,28 @@ func credential(p *config.Program) (*syscall.Credential, error) {
 }
 
 // CheckUser reports whether program p's user can be started: nil when p
-// sets no user, or when that user may execute baton's own binary (every
-// program starts through it: the exec shim that sets LISTEN_PID runs as
-// the program's user), enter the program's directory and execute its
-// command. baton check and every start with a user ask it, so that the
+// sets no user, or when that user may execute the exec shim that sets
+// LISTEN_PID (/bin/sh, or baton's own binary when the program's
+// environment has names a shell would drop), enter the program's
+// directory and execute its command. baton check and every start with a user ask it, so that the
 // error says what to fix instead of "permission denied".
 func CheckUser(p *config.Program) error {
 	cred, err := credential(p)
 	if err != nil || cred == nil {
 		return err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
+	env := p.Env
+	if !p.CleanEnv {
+		env = append(os.Environ(), env...)
 	}
-	if err := accessibleBy(exe, false, cred); err != nil {
-		return fmt.Errorf("user %q cannot execute baton's own binary, through which baton starts each program: %w; install baton where that user can run it, such as /usr/local/bin/baton with mode 0755", p.User, err)
+	if !execshim.UsesShell(env) {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		if err := accessibleBy(exe, false, cred); err != nil {
+			return fmt.Errorf("user %q cannot execute baton's own binary, through which baton starts this program (its environment has names a shell would drop, or there is no %s): %w; install baton where that user can run it, such as /usr/local/bin/baton with mode 0755", p.User, execshim.Shell, err)
+		}
 	}
 	if err := accessibleBy(p.Dir, true, cred); err != nil {
 		return fmt.Errorf("user %q cannot enter the program's directory: %w", p.User, err)

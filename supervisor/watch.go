@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"strings"
+	"time"
 
 	"github.com/baton-run/baton/internal/watch"
 )
@@ -30,18 +31,18 @@ func (s *Supervisor) watchTargets() []*watch.Target {
 		if b := s.builders[name]; b != nil {
 			for _, w := range pc.Build.Watch {
 				ts = append(ts, &watch.Target{Path: w, Tree: true, Include: pc.Build.Include, Exclude: pc.Build.Exclude,
-					Debounce: f.Watch.Debounce, Fire: b.trigger})
+					Debounce: pc.Build.Debounce, Fire: b.trigger})
 			}
 		} else if strings.Contains(pc.Command[0], "/") {
 			ts = append(ts, &watch.Target{Path: pc.Command[0], Content: true, Debounce: f.Watch.Debounce, Fire: func([]string) {
-				s.post(msgWatch{program: name, reason: "binary changed"})
+				s.post(msgWatch{program: name, reason: "binary changed", trigger: time.Now()})
 			}})
 		}
 		for _, path := range pc.Watch.Paths {
 			ts = append(ts, &watch.Target{Path: path, Auto: true, Debounce: f.Watch.Debounce, Fire: func(changed []string) {
 				// The binary and config may be the same as what serves:
 				// the change is in these files, so it is always handed over.
-				s.post(msgWatch{program: name, reason: s.console.describe(changed), force: true})
+				s.post(msgWatch{program: name, reason: s.console.describe(changed), force: true, trigger: time.Now()})
 			}})
 		}
 	}
@@ -55,5 +56,5 @@ func (s *Supervisor) watchHandover(m msgWatch) {
 		return
 	}
 	s.log.Info("change noticed: handing over", "program", m.program, "reason", m.reason)
-	p.post(evRequest{&request{reason: m.reason, force: m.force}})
+	p.post(evRequest{&request{reason: m.reason, force: m.force, trigger: m.trigger}})
 }

@@ -109,8 +109,6 @@ func TestUser_privilegesDropped(t *testing.T) {
 	}
 	user := newTestUser(t)
 
-	// In a private directory (the go test cache is 0700), baton's binary
-	// cannot be executed by the user: check says so, and why.
 	pub, err := os.MkdirTemp("", "baton-user-")
 	if err != nil {
 		t.Fatal(err)
@@ -118,44 +116,51 @@ func TestUser_privilegesDropped(t *testing.T) {
 	defer os.RemoveAll(pub)
 	os.Chmod(pub, 0o755)
 	self, _ := os.Executable()
+	bin := filepath.Join(pub, "baton.test") // the test binary, where the user can run it
+	copyFile(t, self, bin, "")
 	cfg := filepath.Join(pub, "config.hcl")
-	writeCfg := func(bin string) {
+	writeCfg := func(env string) {
 		os.WriteFile(cfg, []byte(`
 program "app" {
   command = ["`+bin+`", "-test.run=^$"]
-  env     = { BATON_TEST_CHILD = "serve" }
+  env     = { BATON_TEST_CHILD = "serve" `+env+` }
   user    = "`+user.name+`"
   listener "http" { address = "127.0.0.1:0" }
 }
 `), 0o644)
 	}
-	writeCfg(self)
-	code, _, errs := ctl(t, "check", "-config", cfg)
-	if code != exitError || !strings.Contains(errs, "cannot execute baton's own binary") || !strings.Contains(errs, "/usr/local/bin") {
-		t.Fatalf("check with a binary the user cannot run: want exit 1 and the fix, have %d %q", code, errs)
-	}
-
-	// A copy in a public directory.
-	bin := filepath.Join(pub, "baton.test")
-	copyFile(t, self, bin, "")
-	writeCfg(bin)
 	check := func(cfg string) (string, error) {
 		cmd := exec.Command(bin, "-test.run=^$", "check", "-config", cfg)
 		cmd.Env = append(os.Environ(), proctest.EnvChild+"=baton")
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
+
+	// A variable whose name a shell would drop makes baton start the
+	// program through its own binary, which the user must be able to run:
+	// this test's own binary lives in a private directory (the go test
+	// cache is 0700), its copy in a public one.
+	writeCfg(`, "my.var" = "1"`)
+	code, _, errs := ctl(t, "check", "-config", cfg)
+	if code != exitError || !strings.Contains(errs, "cannot execute baton's own binary") || !strings.Contains(errs, "/usr/local/bin") {
+		t.Fatalf("check with a baton binary the user cannot run: want exit 1 and the fix, have %d %q", code, errs)
+	}
+	if out, err := check(cfg); err != nil {
+		t.Fatalf("check from the public copy: %v\n%s", err, out)
+	}
 	// A program directory the user cannot enter (a config file in a
 	// private directory, the default dir) is reported too.
+	writeCfg("")
 	private := filepath.Join(t.TempDir(), "config.hcl")
 	b, _ := os.ReadFile(cfg)
 	os.WriteFile(private, b, 0o644)
 	if out, err := check(private); err == nil || !strings.Contains(out, "cannot enter the program's directory") {
 		t.Fatalf("check with a private program directory: %v %q", err, out)
 	}
-	if out, err := check(cfg); err != nil {
-		t.Fatalf("check of the public copy: %v\n%s", err, out)
+	if code, _, errs := ctl(t, "check", "-config", cfg); code != 0 {
+		t.Fatalf("check through the shell shim: %d %q", code, errs)
 	}
+
 	cmd := exec.Command(bin, "-test.run=^$", "run", "-config", cfg)
 	cmd.Env = append(os.Environ(), proctest.EnvChild+"=baton")
 	baton := proctest.Start(t, cmd)

@@ -131,6 +131,9 @@ type BuildConfig struct {
 	Watch   []string // absolute files and directories, watched recursively
 	Include []string // file name globs that count as sources
 	Exclude []string // globs of files and directories to skip
+	// Debounce is the quiet time after the last source change before a
+	// build.
+	Debounce time.Duration
 }
 
 // Listener is a listener block: a socket baton opens once and passes to

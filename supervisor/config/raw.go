@@ -52,18 +52,20 @@ type rawProgramWatch struct {
 }
 
 type rawBuild struct {
-	DefRange     hcl.Range         `hcl:",def_range"`
-	Command      []string          `hcl:"command"`
-	CommandRange hcl.Range         `hcl:"command,attr_value_range"`
-	Dir          *string           `hcl:"dir,optional"`
-	Env          map[string]string `hcl:"env,optional"`
-	EnvRange     hcl.Range         `hcl:"env,attr_value_range"`
-	Watch        []string          `hcl:"watch,optional"`
-	WatchRange   hcl.Range         `hcl:"watch,attr_value_range"`
-	Include      []string          `hcl:"include,optional"`
-	IncludeRange hcl.Range         `hcl:"include,attr_value_range"`
-	Exclude      []string          `hcl:"exclude,optional"`
-	ExcludeRange hcl.Range         `hcl:"exclude,attr_value_range"`
+	DefRange      hcl.Range         `hcl:",def_range"`
+	Command       []string          `hcl:"command"`
+	CommandRange  hcl.Range         `hcl:"command,attr_value_range"`
+	Dir           *string           `hcl:"dir,optional"`
+	Env           map[string]string `hcl:"env,optional"`
+	EnvRange      hcl.Range         `hcl:"env,attr_value_range"`
+	Watch         []string          `hcl:"watch,optional"`
+	WatchRange    hcl.Range         `hcl:"watch,attr_value_range"`
+	Include       []string          `hcl:"include,optional"`
+	IncludeRange  hcl.Range         `hcl:"include,attr_value_range"`
+	Exclude       []string          `hcl:"exclude,optional"`
+	ExcludeRange  hcl.Range         `hcl:"exclude,attr_value_range"`
+	Debounce      *string           `hcl:"debounce,optional"`
+	DebounceRange hcl.Range         `hcl:"debounce,attr_value_range"`
 }
 
 type rawLog struct {

@@ -410,6 +410,7 @@ func (v *validator) build(b *rawBuild) *BuildConfig {
 		bc.Include = check(b.Include, b.IncludeRange)
 	}
 	bc.Exclude = check(b.Exclude, b.ExcludeRange)
+	v.duration(b.Debounce, b.DebounceRange, true, &bc.Debounce)
 	return bc
 }
 
