@@ -9,12 +9,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/internal/protocol"
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
 )
@@ -389,5 +393,73 @@ func TestServe_listenerCloseTimeoutIsNotCutRequests(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "closing the listener timed out") || strings.Contains(log.String(), "requests cut off") {
 		t.Fatalf("log:\n%s", log)
+	}
+}
+
+// With BATON_STATS_INTERVAL set (baton does, for a program that bakes),
+// the server counts its requests, 5xx and latencies, and reports them on
+// its notify socket; without it, it neither counts nor reports. It runs
+// as a process of its own: the package reads its environment once.
+func TestStats_reportedWhenAsked(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := proctest.Start(t, proctest.Self("stats-server", "NOTIFY_SOCKET="+sock, protocol.EnvStatsInterval+"=20ms"))
+	line := p.WaitOutput("serving on ", 30*time.Second)
+	addr := strings.TrimSpace(line[strings.Index(line, "serving on ")+len("serving on "):])
+	c := dial(t, addr)
+	for _, path := range []string{"/", "/", "/fail"} {
+		c.get(t, path)
+	}
+	c.Close()
+	buf := make([]byte, 4096)
+	var st *protocol.Stats
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for st == nil || st.Total < 3 {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no counters of 3 requests: %v; output:\n%s", err, p.Output())
+		}
+		if m, err := protocol.ParseMessage(buf[:n]); err == nil && m.Stats != nil {
+			st = m.Stats
+		}
+	}
+	if st.Total != 3 || st.Errors != 1 {
+		t.Fatalf("want 3 requests, 1 of them 5xx, have %+v", st)
+	}
+	if !strings.Contains(p.Output(), "variable gone") {
+		t.Fatalf("BATON_STATS_INTERVAL reaches what the program starts:\n%s", p.Output())
+	}
+	p.Signal(syscall.SIGTERM)
+	p.Wait(30 * time.Second)
+
+	s := newTestServer(t, Config{})
+	defer s.ln.Close()
+	if s.stats != nil {
+		t.Fatal("counting without BATON_STATS_INTERVAL")
+	}
+}
+
+func init() {
+	// stats-server: a server on its own address that prints it, and
+	// answers /fail with 500.
+	fakeChildren["stats-server"] = func() int {
+		s, err := New(Config{Addr: "127.0.0.1:0"})
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		if os.Getenv(protocol.EnvStatsInterval) == "" {
+			fmt.Println("variable gone")
+		}
+		fmt.Println("serving on " + s.Addr())
+		return ExitCode(s.Serve(context.Background(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/fail" {
+				http.Error(w, "no", http.StatusInternalServerError)
+			}
+		})))
 	}
 }

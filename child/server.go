@@ -101,6 +101,7 @@ type Server struct {
 	conns    connCounter
 	tasks    taskGroup
 	serving  atomic.Bool
+	stats    *requestStats // nil unless the supervisor asked for counters
 }
 
 // New takes the listening socket, inherited or its own, and returns a
@@ -112,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = NewLogger("child")
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{}), stats: takeStatsEnv()}
 	s.drainCtx, s.drained = context.WithCancelCause(context.Background())
 	if env.ignored != "" {
 		s.log.Warn("ignoring inherited sockets", "reason", env.ignored)
@@ -224,6 +225,11 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 		s.log.Info("serving", "addr", s.addr, "pid", os.Getpid())
 	}
 	s.notify("READY=1\nSTATUS=serving on " + s.addr)
+	if s.stats != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go s.stats.report(stop)
+	}
 
 	var cause error
 	select {
@@ -322,12 +328,23 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)
+		var start time.Time
+		if s.stats != nil {
+			start = time.Now()
+		}
 		dw := &drainWriter{ResponseWriter: w, s: s}
 		h.ServeHTTP(dw, r)
 		if !dw.wrote && s.draining.Load() {
 			// net/http writes the header of a handler that wrote nothing
 			// after it returns: still in time.
 			w.Header().Set("Connection", "close")
+		}
+		if s.stats != nil {
+			code := dw.code
+			if !dw.wrote {
+				code = http.StatusOK
+			}
+			s.stats.record(code, time.Since(start))
 		}
 	})
 }
@@ -340,11 +357,12 @@ type drainWriter struct {
 	http.ResponseWriter
 	s     *Server
 	wrote bool
+	code  int // the status written
 }
 
 func (w *drainWriter) WriteHeader(code int) {
 	if !w.wrote {
-		w.wrote = true
+		w.wrote, w.code = true, code
 		// A protocol switch (a WebSocket) needs its "Connection:
 		// Upgrade"; its handler says goodbye in its own protocol.
 		if w.s.draining.Load() && code != http.StatusSwitchingProtocols {

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -164,6 +165,14 @@ func (s *Supervisor) controlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, control.Result{Program: name})
 	})
+	for verb, f := range map[string]func(context.Context, string) (control.Result, error){
+		"promote": s.PromoteProgram, "revert": s.RevertProgram, "rollback": s.RollbackProgram,
+	} {
+		mux.HandleFunc("POST /v1/programs/{name}/"+verb, func(w http.ResponseWriter, r *http.Request) {
+			res, err := f(r.Context(), r.PathValue("name"))
+			writeResult(w, res, err)
+		})
+	}
 	mux.HandleFunc("GET /v1/programs/{name}/logs", s.serveLogs)
 	return mux
 }

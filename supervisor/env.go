@@ -32,6 +32,15 @@ type programEnv struct {
 	// drained is told how long an old generation took to exit after it
 	// was told to stop by a handover.
 	drained func(program string, d time.Duration)
+	// bakeProbe probes path on g's listener every interval during its
+	// bake, and reports each answer of g's own (an error when it failed);
+	// cancel ends it.
+	bakeProbe func(g *generation, path, listener string, every time.Duration, report func(error)) (cancel func())
+	// baked is told each bake's verdict and duration.
+	baked func(program string, passed bool, d time.Duration)
+	// keep keeps the binary g runs, for rollback, and posts evKept to
+	// its program once it did.
+	keep func(program string, g *generation, done func(keptBinary))
 }
 
 // realAfter is programEnv.after with the real clock.

@@ -37,8 +37,8 @@ type generation struct {
 	done    chan struct{} // closed once reaped
 	signal  func(syscall.Signal) error
 	// cancelReady stops the readiness watchers (the delay timer); the
-	// probe ends with done.
-	cancelReady func()
+	// probe ends with done. cancelProbe stops a bake's probe.
+	cancelReady, cancelProbe func()
 
 	// Owned by the program's goroutine.
 	ready   bool
@@ -46,9 +46,10 @@ type generation struct {
 	// deadline is the ready timeout while it starts, then the stop
 	// timeout once it was told to stop.
 	deadline timer
-	stopAt   time.Time // when the stop signal was sent
-	killed   string    // why SIGKILL was sent, "" if it was not
-	status   string    // the last STATUS=
+	stopAt   time.Time       // when the stop signal was sent
+	killed   string          // why SIGKILL was sent, "" if it was not
+	status   string          // the last STATUS=
+	stats    *protocol.Stats // the last request counters it reported
 	// times are the moments of its start, for a handover's breakdown;
 	// byHandover: it was told to stop because a successor was ready.
 	times      startTimes
@@ -111,9 +112,17 @@ func (g *generation) stopReady() {
 	}
 }
 
+func (g *generation) stopProbe() {
+	if g.cancelProbe != nil {
+		g.cancelProbe()
+		g.cancelProbe = nil
+	}
+}
+
 // close releases what the generation held once it was reaped.
 func (g *generation) close() {
 	g.stopReady()
+	g.stopProbe()
 	if g.notify != nil {
 		g.notify.close()
 	}
@@ -163,6 +172,9 @@ type spawnSpec struct {
 	output func(g *generation, line []byte)
 	// log receives baton's events about the generation.
 	log hclog.Logger
+	// statsEvery, when set, asks the program for its request counters at
+	// that interval (BATON_STATS_INTERVAL): a program that bakes.
+	statsEvery time.Duration
 }
 
 // resolveCommand finds the executable: a bare name in PATH (the program's
@@ -313,6 +325,9 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		protocol.EnvGeneration+"="+strconv.Itoa(sp.n),
 		protocol.EnvStopTimeout+"="+sp.cfg.Stop.Timeout.String(),
 	)
+	if sp.statsEvery > 0 {
+		env = append(env, protocol.EnvStatsInterval+"="+sp.statsEvery.String())
+	}
 	exe, args, env := execshim.Command(sp.path, sp.cfg.Command, env)
 
 	outR, outW, err := os.Pipe()

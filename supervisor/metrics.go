@@ -20,12 +20,14 @@ type metrics struct {
 	reg      *prometheus.Registry
 	handover *prometheus.HistogramVec
 	phase    *prometheus.HistogramVec
+	bake     *prometheus.HistogramVec
 }
 
 var (
 	descRestarts  = prometheus.NewDesc("baton_program_restarts_total", "Restarts after the serving generation exited on its own.", []string{"program"}, nil)
 	descHandovers = prometheus.NewDesc("baton_program_handovers_total", "Completed handovers from one generation to the next.", []string{"program"}, nil)
 	descRollbacks = prometheus.NewDesc("baton_program_rollbacks_total", "New generations that exited or missed their ready timeout while another one served.", []string{"program"}, nil)
+	descReverts   = prometheus.NewDesc("baton_program_reverts_total", "New generations that were ready but failed their bake: the old one served on.", []string{"program"}, nil)
 	descGen       = prometheus.NewDesc("baton_program_generation", "The generation that serves (0 when none does).", []string{"program"}, nil)
 	descUp        = prometheus.NewDesc("baton_program_up", "1 when a generation of the program serves.", []string{"program"}, nil)
 	descDraining  = prometheus.NewDesc("baton_program_draining_generations", "Old generations still draining.", []string{"program"}, nil)
@@ -45,7 +47,12 @@ func newMetrics(s *Supervisor) *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"program", "phase"}),
 	}
-	m.reg.MustRegister(m.handover, m.phase, statusCollector{s},
+	m.bake = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "baton_bake_duration_seconds",
+		Help:    "How long new generations baked before their verdict.",
+		Buckets: []float64{.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
+	}, []string{"program", "verdict"})
+	m.reg.MustRegister(m.handover, m.phase, m.bake, statusCollector{s},
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "baton"}),
 		collectors.NewGoCollector())
 	return m
@@ -61,6 +68,17 @@ func (m *metrics) observeHandover(program string, d time.Duration, phases []phas
 	}
 }
 
+func (m *metrics) observeBake(program string, passed bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	verdict := "failed"
+	if passed {
+		verdict = "passed"
+	}
+	m.bake.WithLabelValues(program, verdict).Observe(d.Seconds())
+}
+
 func (m *metrics) observeDrain(program string, d time.Duration) {
 	if m != nil {
 		m.phase.WithLabelValues(program, phaseDrain).Observe(d.Seconds())
@@ -70,7 +88,7 @@ func (m *metrics) observeDrain(program string, d time.Duration) {
 type statusCollector struct{ s *Supervisor }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRestarts, descHandovers, descRollbacks, descGen, descUp, descDraining} {
+	for _, d := range []*prometheus.Desc{descRestarts, descHandovers, descRollbacks, descReverts, descGen, descUp, descDraining} {
 		ch <- d
 	}
 }
@@ -84,6 +102,7 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(st.Restarts), st.Name)
 		ch <- prometheus.MustNewConstMetric(descHandovers, prometheus.CounterValue, float64(st.Handovers), st.Name)
 		ch <- prometheus.MustNewConstMetric(descRollbacks, prometheus.CounterValue, float64(st.Rollbacks), st.Name)
+		ch <- prometheus.MustNewConstMetric(descReverts, prometheus.CounterValue, float64(st.Reverts), st.Name)
 		ch <- prometheus.MustNewConstMetric(descGen, prometheus.GaugeValue, float64(st.Generation), st.Name)
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, st.Name)
 		ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, float64(len(st.Draining)), st.Name)

@@ -25,6 +25,10 @@ const (
 	phaseRunning
 	// phaseBackoff: none serves; the restart timer is armed.
 	phaseBackoff
+	// phaseBaking: current serves, and the generation of a handover that
+	// was ready (baking.gen) serves beside it while it is judged; the old
+	// one is told to stop only when the new one passed.
+	phaseBaking
 	// phaseExited: none serves and the restart policy does not restart
 	// it; exitReason says why. A request or Start starts it.
 	phaseExited
@@ -45,7 +49,8 @@ const (
 var transitions = map[phase][]phase{
 	phaseBuilding: {phaseStarting, phaseBackoff, phaseExited, phaseStopped, phaseShutdown},
 	phaseStarting: {phaseStarting, phaseRunning, phaseBackoff, phaseExited, phaseStopping, phaseStopped, phaseShutdown},
-	phaseRunning:  {phaseRunning, phaseStarting, phaseBackoff, phaseExited, phaseStopping, phaseStopped, phaseShutdown},
+	phaseRunning:  {phaseRunning, phaseStarting, phaseBaking, phaseBackoff, phaseExited, phaseStopping, phaseStopped, phaseShutdown},
+	phaseBaking:   {phaseRunning, phaseStopping, phaseStopped, phaseShutdown},
 	phaseBackoff:  {phaseStarting, phaseBackoff, phaseExited, phaseStopping, phaseStopped, phaseShutdown},
 	phaseExited:   {phaseStarting, phaseBackoff, phaseExited, phaseStopping, phaseStopped, phaseShutdown},
 	phaseStopping: {phaseStopped, phaseShutdown},
@@ -58,6 +63,7 @@ var states = map[phase]string{
 	phaseBuilding: control.StateBuilding,
 	phaseStarting: control.StateStarting,
 	phaseRunning:  control.StateRunning,
+	phaseBaking:   control.StateBaking,
 	phaseBackoff:  control.StateBackoff,
 	phaseExited:   control.StateExited,
 	phaseStopping: control.StateStopping,

@@ -65,6 +65,9 @@ type program struct {
 	restartT   timer               // armed in phaseBackoff only
 	restartAt  time.Time           // when restartT fires
 	exitReason string              // phaseExited: why it stays down
+	baking     *bake               // phaseBaking: the new generation judged
+	kept       []keptBinary        // binaries of generations that served, newest last: for rollback
+	dev        bool                // built by baton dev, which ignores bake
 	stopped    []chan error        // Stop callers, told when phaseStopped begins
 	bad        map[string]string   // generation keys that failed to start → why
 	lastKey    string              // the key of the last generation started
@@ -112,8 +115,17 @@ type programStats struct {
 	Restarts  int                 // restarts after the serving generation exited on its own
 	Handovers int                 // completed handovers
 	Rollbacks int                 // new generations that failed while another served
+	Reverts   int                 // new generations that failed their bake
 	LastExit  *control.ExitRecord // the last generation that exited
 	LastError string              // the last failed start or handover
+	LastBake  *control.BakeStatus // the last bake that ended
+}
+
+// keptBinary is a copy (or link) of the binary a generation served with,
+// kept for rollback.
+type keptBinary struct {
+	gen  int
+	path string
 }
 
 // timer is a loop timer: when it fires it posts an event carrying its
@@ -153,13 +165,25 @@ type (
 		g  *generation
 		st processStatus
 	}
-	evRestart struct{ id uint64 }
-	evStatus  struct{ reply chan control.ProgramStatus }
+	evRestart   struct{ id uint64 }
+	evStatus    struct{ reply chan control.ProgramStatus }
+	evBakeTick  struct{ id uint64 }
+	evBakeProbe struct {
+		g   *generation
+		err error
+	}
+	evVerdict struct { // promote or revert
+		pass  bool
+		reply chan error
+	}
+	evKept     struct{ kept keptBinary }
+	evRollback struct{ req *request }
 )
 
 // newProgram returns a program that starts with cfg and its lease when
-// run, or waits for its first build (phaseBuilding) in baton dev.
-func newProgram(env *programEnv, cfg *config.Program, l *lease, building bool) *program {
+// run; in baton dev (dev) it waits for its first build (phaseBuilding)
+// instead, and ignores bake.
+func newProgram(env *programEnv, cfg *config.Program, l *lease, dev bool) *program {
 	p := &program{
 		name:     cfg.Name,
 		env:      env,
@@ -174,8 +198,9 @@ func newProgram(env *programEnv, cfg *config.Program, l *lease, building bool) *
 		gens:     map[int]*generation{},
 		bad:      map[string]string{},
 		restarts: restartTracker{policy: cfg.Restart},
+		dev:      dev,
 	}
-	if building {
+	if dev {
 		p.phase = phaseBuilding
 	}
 	return p
@@ -222,6 +247,16 @@ func (p *program) handle(ev event) {
 		p.onRestartTimer(ev.id)
 	case evStatus:
 		ev.reply <- p.status()
+	case evBakeTick:
+		p.onBakeTick(ev.id)
+	case evBakeProbe:
+		p.onBakeProbe(ev.g, ev.err)
+	case evVerdict:
+		p.onVerdict(ev.pass, ev.reply)
+	case evKept:
+		p.onKept(ev.kept)
+	case evRollback:
+		p.onRollback(ev.req)
 	}
 }
 
@@ -272,6 +307,12 @@ func (p *program) onRequest(req *request) {
 			return
 		}
 		p.begin(req)
+	case phaseBaking:
+		// A newer deploy: the generation baking drains, and the new one
+		// starts beside the last good one, which serves on.
+		p.abandonBake(ErrReverted, "superseded by a newer request ("+req.reason+")")
+		p.enter(phaseRunning)
+		p.begin(req)
 	default: // building, backoff, exited
 		p.begin(req)
 	}
@@ -289,7 +330,7 @@ func (p *program) onStart(req *request) {
 		p.attempt.req.replies = append(p.attempt.req.replies, req.replies...)
 		req.replies = nil
 		p.end(req, handoverResult{})
-	case phaseRunning, phaseBuilding:
+	case phaseRunning, phaseBuilding, phaseBaking:
 		// Serving, or starting with its first good build.
 		p.end(req, p.serving(nil))
 	default: // stopped, backoff, exited
@@ -342,6 +383,9 @@ func (p *program) onShutdown() {
 // end with err), the serving generation.
 func (p *program) halt(err error) {
 	p.restartT.cancel()
+	if p.baking != nil {
+		p.abandonBake(err, "the program stops")
+	}
 	if a := p.attempt; a != nil {
 		p.attempt = nil
 		p.end(a.req, handoverResult{Err: err})
@@ -449,7 +493,7 @@ func (p *program) begin(req *request) {
 	p.lastKey = key
 	g, err := p.env.start(spawnSpec{
 		program: p.name, n: n, cfg: cfg, path: path, key: key, lease: l.clone(),
-		post: p.post, output: p.output, log: p.log,
+		post: p.post, output: p.output, log: p.log, statsEvery: p.statsEvery(cfg),
 	})
 	if err != nil {
 		p.failStart(req, n, fmt.Sprintf("cannot start: %v", err), "")
@@ -550,6 +594,9 @@ func (p *program) onNotify(g *generation, m protocol.Message) {
 	if m.HasStatus {
 		g.status = m.Status
 	}
+	if m.Stats != nil {
+		g.stats = m.Stats
+	}
 	starting := p.attempt != nil && p.attempt.gen == g
 	if m.ExtendTimeoutUsec > 0 && g.deadline.id != 0 && (starting || !g.stopAt.IsZero()) {
 		// The program asks for more time to start or to stop.
@@ -576,6 +623,11 @@ func (p *program) onReady(g *generation) {
 	g.ready, g.readyAt = true, time.Now()
 	g.deadline.cancel()
 	p.attempt = nil
+	if bc := a.gen.cfg.Bake; bc != nil && !p.dev && p.current != nil {
+		p.log.Info("ready: baking", "gen", g.n, "pid", g.pid, "ready_in", g.readyAt.Sub(g.started).Round(time.Millisecond))
+		p.startBake(g, a.req, bc)
+		return
+	}
 	p.adopt(a.req)
 	old := p.current
 	p.current = g
@@ -590,6 +642,9 @@ func (p *program) onReady(g *generation) {
 		p.log.Info("handover: new generation ready, stopping the old one", "gen", g.n, "pid", g.pid, "ready_in", readyIn, "old_gen", old.n, "old_pid", old.pid, "phases", formatPhases(phases))
 	} else {
 		p.log.Info("ready", "gen", g.n, "pid", g.pid, "ready_in", readyIn)
+	}
+	if !p.dev {
+		p.env.keep(p.name, g, func(k keptBinary) { p.post(evKept{k}) })
 	}
 	p.env.observe(Event{Program: p.name, What: "ready", Generation: g.n})
 	res := p.serving(nil)
@@ -684,6 +739,9 @@ func (p *program) onExit(g *generation, st processStatus) {
 		p.attempt = nil
 		p.bad[g.key] = why
 		p.failStart(req, g.n, why, g.out.String())
+	case p.baking != nil && g == p.baking.gen:
+		p.log.Error("the generation baking exited", append(args, "output", g.out.String())...)
+		p.endBake(false, "exited during the bake: "+st.String())
 	case g == p.current:
 		p.current = nil
 		if st.clean() {
@@ -691,7 +749,9 @@ func (p *program) onExit(g *generation, st processStatus) {
 		} else {
 			p.log.Error("serving generation crashed", append(args, "output", g.out.String())...)
 		}
-		if p.attempt != nil {
+		if p.baking != nil {
+			p.endBake(true, "the old generation exited: "+st.String())
+		} else if p.attempt != nil {
 			p.enter(phaseStarting) // the handover under way may yet serve
 		} else {
 			p.down(st.clean(), rec.Uptime)

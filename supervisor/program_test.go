@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/internal/protocol"
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/hashicorp/go-hclog"
 )
@@ -66,6 +67,11 @@ func newFakeProgram(t *testing.T, cfg *config.Program) *fakeEnv {
 		observe:    func(Event) {},
 		handedOver: func(string, time.Duration, []phaseTime) {},
 		drained:    func(string, time.Duration) {},
+		baked:      func(string, bool, time.Duration) {},
+		bakeProbe: func(*generation, string, string, time.Duration, func(error)) func() {
+			return func() {}
+		},
+		keep: func(string, *generation, func(keptBinary)) {},
 	}
 	fe.p = newProgram(env, cfg, nil, false)
 	t.Cleanup(func() {
@@ -355,5 +361,71 @@ func TestPhase_tableIsComplete(t *testing.T) {
 	}
 	if phaseShutdown.allows(phaseRunning) || !phaseRunning.allows(phaseStarting) {
 		t.Fatal("allows")
+	}
+}
+
+// stats returns counters of n requests, errs of them 5xx, all fast.
+func stats(n, errs uint64) *protocol.Stats {
+	st := &protocol.Stats{Total: n, Errors: errs, Buckets: make([]uint64, len(protocol.StatsBuckets)+1)}
+	st.Buckets[0] = n
+	return st
+}
+
+// A ready generation of a program that bakes serves beside the old one,
+// which is not told to stop until the verdict: passed, the old one gets
+// its stop signal; failed (here, too many 5xx), the new one gets its stop
+// signal, never SIGKILL first, and the old one serves on.
+func TestPhase_bake(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		errors uint64
+		pass   bool
+	}{{"passes", 0, true}, {"fails", 30, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			fe := newFakeProgram(t, testProgram(`bake {
+    duration   = "10s"
+    interval   = "1s"
+    max_errors = "1%"
+  }`))
+			fe.p.begin(&request{reason: "start", force: true})
+			fe.p.handle(evReady{fe.gen(1)})
+			reply := fe.request(true, "./v2")
+			fe.p.handle(evReady{fe.gen(2)})
+			fe.want(phaseBaking)
+			if len(fe.sigs[1]) != 0 || fe.p.current != fe.gen(1) {
+				t.Fatal("the old generation was told to stop before the verdict")
+			}
+			noResult(t, reply)
+			fe.p.handle(evNotify{fe.gen(2), protocol.Message{Stats: stats(0, 0)}})
+			fe.p.handle(evNotify{fe.gen(2), protocol.Message{Stats: stats(1000, tc.errors)}})
+			fe.fire(after(time.Second))
+			if tc.pass {
+				fe.want(phaseBaking)
+				for range 9 {
+					fe.fire(after(time.Second))
+				}
+				fe.want(phaseRunning)
+				if r := result(t, reply); r.Err != nil || r.Gen != 2 || fe.p.current != fe.gen(2) {
+					t.Fatalf("pass: %+v", r)
+				}
+				if sigs := fe.sigs[1]; len(sigs) != 1 || sigs[0] != syscall.SIGTERM {
+					t.Fatalf("the old generation got %v, want SIGTERM", sigs)
+				}
+				return
+			}
+			fe.want(phaseRunning)
+			if r := result(t, reply); !errors.Is(r.Err, ErrReverted) || r.Gen != 1 || fe.p.current != fe.gen(1) {
+				t.Fatalf("fail: %+v", r)
+			}
+			if sigs := fe.sigs[2]; len(sigs) != 1 || sigs[0] != syscall.SIGTERM || len(fe.sigs[1]) != 0 {
+				t.Fatalf("want SIGTERM to gen 2 only, have %v", fe.sigs)
+			}
+			if fe.p.stats.Reverts != 1 || fe.p.cfg.Command[0] == "./v2" {
+				t.Fatalf("after the revert: %+v, config %v", fe.p.stats, fe.p.cfg.Command)
+			}
+			if r := result(t, fe.request(false, "./v2")); !errors.Is(r.Err, ErrKnownBad) {
+				t.Fatalf("the reverted binary again: want known bad, have %+v", r)
+			}
+		})
 	}
 }

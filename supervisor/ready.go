@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -52,6 +54,44 @@ func probe(g *generation, ready func()) {
 }
 
 var errNotOurs = fmt.Errorf("answered by another process")
+
+// bakeProbe probes path on g's listener every interval while g bakes, and
+// reports each answer of g's own: up to a few connections a round, since
+// the old generation accepts on the same socket; a round that reaches
+// only the old one reports nothing.
+func bakeProbe(g *generation, path, listener string, every time.Duration, report func(error)) (cancel func()) {
+	var s *socket
+	for i, l := range g.cfg.Listeners {
+		if l.Name == listener {
+			s = g.lease.sockets[i]
+		}
+	}
+	stop := make(chan struct{})
+	if s == nil {
+		return func() {}
+	}
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-g.done:
+				return
+			case <-t.C:
+			}
+			for range 8 {
+				if err := probeOnce(s, path, g.pid); !errors.Is(err, errNotOurs) {
+					report(err)
+					break
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(stop) }) }
+}
 
 func probeOnce(s *socket, path string, pid int) error {
 	network, addr := "tcp", dialable(s.bound)

@@ -118,6 +118,58 @@ func (s *Supervisor) StopProgram(ctx context.Context, name string) error {
 	}
 }
 
+// PromoteProgram ends program name's bake as passed: the new generation
+// takes over at once and the old one drains. ErrNotBaking when it is not
+// baking.
+func (s *Supervisor) PromoteProgram(ctx context.Context, name string) (control.Result, error) {
+	return s.verdict(ctx, name, true)
+}
+
+// RevertProgram ends program name's bake as failed: the new generation
+// drains and the old one serves on. ErrNotBaking when it is not baking.
+func (s *Supervisor) RevertProgram(ctx context.Context, name string) (control.Result, error) {
+	return s.verdict(ctx, name, false)
+}
+
+func (s *Supervisor) verdict(ctx context.Context, name string, pass bool) (control.Result, error) {
+	p, err := s.lookup(name)
+	if err != nil {
+		return control.Result{Program: name}, err
+	}
+	reply := make(chan error, 1)
+	select {
+	case p.events <- evVerdict{pass: pass, reply: reply}:
+	case <-p.quit:
+		return control.Result{Program: name}, ErrStopping
+	case <-ctx.Done():
+		return control.Result{Program: name}, ctx.Err()
+	}
+	select {
+	case err = <-reply:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	res := control.Result{Program: name, Generation: p.statusNow().Generation, Err: err}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	return res, err
+}
+
+// RollbackProgram hands program name over to the binary of the
+// generation that served before the current one, kept by baton under
+// .baton/bin even when the file on disk was replaced since, with the
+// program's current config. It returns like RestartProgram.
+func (s *Supervisor) RollbackProgram(ctx context.Context, name string) (control.Result, error) {
+	p, err := s.lookup(name)
+	if err != nil {
+		return control.Result{Program: name}, err
+	}
+	req := &request{reason: "rollback requested"}
+	r := resultOf(name, p.ask(ctx, req, evRollback{req}))
+	return r, r.Err
+}
+
 // ProgramLogs returns up to n of program name's last output lines (all
 // kept when n <= 0).
 func (s *Supervisor) ProgramLogs(name string, n int) ([]LogLine, error) {

@@ -16,6 +16,7 @@ func (p *program) status() control.ProgramStatus {
 		Restarts:  p.stats.Restarts,
 		Handovers: p.stats.Handovers,
 		Rollbacks: p.stats.Rollbacks,
+		Reverts:   p.stats.Reverts,
 		LastExit:  p.stats.LastExit,
 		LastError: p.stats.LastError,
 		Reason:    p.exitReason,
@@ -38,11 +39,12 @@ func (p *program) status() control.ProgramStatus {
 		st.Pending = a.gen.n
 	}
 	for n, g := range p.gens {
-		if g != p.current && (p.attempt == nil || g != p.attempt.gen) {
+		if g != p.current && (p.attempt == nil || g != p.attempt.gen) && (p.baking == nil || g != p.baking.gen) {
 			st.Draining = append(st.Draining, n)
 		}
 	}
 	sort.Ints(st.Draining)
+	st.Bake = p.bakeStatus()
 	return st
 }
 

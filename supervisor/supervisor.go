@@ -239,6 +239,9 @@ func New(cfg Config) (*Supervisor, error) {
 		},
 		handedOver: s.metrics.observeHandover,
 		drained:    s.metrics.observeDrain,
+		baked:      s.metrics.observeBake,
+		bakeProbe:  bakeProbe,
+		keep:       (&keeper{dir: filepath.Join(file.Dir, ".baton", "bin"), log: s.log, bg: s.background}).keep,
 	}
 	for _, p := range file.Programs {
 		s.programs[p.Name] = newProgram(s.env, p, leases[p.Name], s.dev(p))

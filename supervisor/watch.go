@@ -56,5 +56,17 @@ func (s *Supervisor) watchHandover(m msgWatch) {
 		return
 	}
 	s.log.Info("change noticed: handing over", "program", m.program, "reason", m.reason)
-	p.post(evRequest{&request{reason: m.reason, force: m.force, trigger: m.trigger}})
+	req := &request{reason: m.reason, force: m.force, trigger: m.trigger}
+	// The config as declared, with its command: the program's own may run
+	// a binary of a rollback, or of a build.
+	cfg := s.file.Program(m.program)
+	if b := s.builders[m.program]; b != nil {
+		cfg = b.runConfig()
+	}
+	if cfg != nil {
+		if l, err := s.pool.acquire(cfg.Name, cfg.Listeners); err == nil {
+			req.cfg, req.lease = cfg, l
+		}
+	}
+	p.post(evRequest{req})
 }

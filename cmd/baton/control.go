@@ -75,6 +75,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		}
 		state := p.State
 		switch {
+		case p.Bake != nil && p.Bake.Verdict == "baking":
+			state += fmt.Sprintf(" (gen %d baking, %s left)", p.Bake.Generation, p.Bake.EndsIn.Round(time.Second))
 		case p.Pending > 0:
 			state += fmt.Sprintf(" (gen %d starting)", p.Pending)
 		case p.RestartIn > 0:
@@ -150,9 +152,12 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 
 // verbs are the client's calls for restart, stop and start.
 var verbs = map[string]func(*control.Client, context.Context, string) (control.Result, error){
-	"restart": (*control.Client).Restart,
-	"stop":    (*control.Client).Stop,
-	"start":   (*control.Client).Start,
+	"restart":  (*control.Client).Restart,
+	"stop":     (*control.Client).Stop,
+	"start":    (*control.Client).Start,
+	"promote":  (*control.Client).Promote,
+	"revert":   (*control.Client).Revert,
+	"rollback": (*control.Client).Rollback,
 }
 
 // programCommand is restart, start or stop: one program by name.

@@ -35,6 +35,18 @@ and its restart policy is suspended until baton start.`
 	startDesc = `
 Start a program that was stopped with baton stop, or that its restart
 policy left down, and wait until it is ready.`
+	promoteDesc = `
+End a program's bake as passed: its new generation takes over now and the
+old one drains. Fails when the program is not baking.`
+	revertDesc = `
+End a program's bake as failed: its new generation drains and the old
+one serves on, warm (no cold start). Its binary and config count as
+failed until they change. Fails when the program is not baking.`
+	rollbackDesc = `
+Hand a program over to the binary of the generation that served before
+the current one, which baton keeps under .baton/bin next to the config
+file even when the file on disk was replaced since; the program's current
+config stays. Waits for the outcome, like restart.`
 )
 
 // version is set at link time (-ldflags "-X main.version=v1.2.3"); without
@@ -59,6 +71,9 @@ func init() {
 		{"restart", "hand a program over to a new generation, same config", programCommand("restart", restartDesc)},
 		{"stop", "stop a program; its sockets stay open", programCommand("stop", stopDesc)},
 		{"start", "start a stopped program", programCommand("start", startDesc)},
+		{"promote", "end a program's bake as passed", programCommand("promote", promoteDesc)},
+		{"revert", "end a program's bake as failed: the old generation serves on", programCommand("revert", revertDesc)},
+		{"rollback", "hand a program over to its previous binary", programCommand("rollback", rollbackDesc)},
 		{"logs", "print a program's last output lines, or follow them", cmdLogs},
 		{"version", "print baton's version", cmdVersion},
 	}

@@ -26,6 +26,17 @@ program "orders" {
     backoff     = "1s"
     max_backoff = "30s"
   }
+  # Each deploy serves beside the old generation for a minute before the
+  # old one drains; one that fails its probe, answers 5xx to more than
+  # 1 % of its requests or is twice as slow is reverted to the old one,
+  # still warm. baton promote / baton revert end a bake early.
+  bake {
+    duration   = "60s"
+    http       = "/healthz"
+    interval   = "1s"
+    max_errors = "1%"
+    max_p99    = "2x"
+  }
   log {
     file      = "/var/log/baton/orders.log"
     max_size  = "50MB"

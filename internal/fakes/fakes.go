@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,7 +26,10 @@ var Children = map[string]func() int{
 	// serve: a well-behaved server. "/" answers its pid. With FAKE_GATE
 	// set to a FIFO, it waits for a byte on it before serving (and so
 	// before READY); with FAKE_EXIT set, it exits with that code after
-	// its drain.
+	// its drain. Its bad versions, for bakes: FAKE_FAIL_EVERY=N answers
+	// every Nth request 500; FAKE_LATENCY adds that much to each
+	// request; FAKE_CRASH_AFTER exits with status 2 that long after it
+	// is ready.
 	"serve": func() int {
 		if gate := os.Getenv("FAKE_GATE"); gate != "" {
 			f, err := os.Open(gate) // blocks until the test opens it for writing
@@ -171,7 +175,26 @@ func fakeServe(cfg child.Config) int {
 		return 1
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getpid()) })
+	failEvery, _ := strconv.Atoi(os.Getenv("FAKE_FAIL_EVERY"))
+	latency, _ := time.ParseDuration(os.Getenv("FAKE_LATENCY"))
+	if d, err := time.ParseDuration(os.Getenv("FAKE_CRASH_AFTER")); err == nil {
+		time.AfterFunc(d, func() {
+			fmt.Fprintln(os.Stderr, "fake: crashing, as told")
+			os.Exit(2)
+		})
+	}
+	var requests atomic.Int64
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		n := requests.Add(1)
+		if latency > 0 {
+			time.Sleep(latency) // the behaviour under test: a slow version
+		}
+		if failEvery > 0 && n%int64(failEvery) == 0 {
+			http.Error(w, "fake: a bad version", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, os.Getpid())
+	})
 	mux.Handle("/healthz", srv.Health())
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		groups, _ := syscall.Getgroups()

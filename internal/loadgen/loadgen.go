@@ -46,6 +46,11 @@ type Config struct {
 	// Pace, when set, is the pause of each client after each request:
 	// a steady load instead of as fast as the server answers.
 	Pace time.Duration
+	// PerConnection, when set, is how many requests a client sends on a
+	// connection before it closes it (with "Connection: close" on the
+	// last) and dials a new one: traffic that reaches every process
+	// accepting on a shared socket.
+	PerConnection int
 }
 
 // Sample is one request: when it started, relative to the load's start,
@@ -252,12 +257,16 @@ func (c *client) run(ctx context.Context) {
 		c.seq++
 		id := fmt.Sprintf("%s-%d-%d", c.l.cfg.IDPrefix, c.id, c.seq)
 		buf.Reset()
+		closing := ""
+		if n := c.l.cfg.PerConnection; n > 0 && c.seq%n == 0 {
+			closing = "Connection: close\r\n"
+		}
 		if c.l.cfg.Get {
-			fmt.Fprintf(&buf, "GET %s HTTP/1.1\r\nHost: loadgen\r\n\r\n", c.l.cfg.Path)
+			fmt.Fprintf(&buf, "GET %s HTTP/1.1\r\nHost: loadgen\r\n%s\r\n", c.l.cfg.Path, closing)
 		} else {
 			body := `{"id":"` + id + `","item":"widget","qty":1}`
-			fmt.Fprintf(&buf, "POST %s HTTP/1.1\r\nHost: loadgen\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-				c.l.cfg.Path, len(body), body)
+			fmt.Fprintf(&buf, "POST %s HTTP/1.1\r\nHost: loadgen\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s",
+				c.l.cfg.Path, len(body), closing, body)
 		}
 		start := time.Now()
 		status, kind, err := c.do(buf.Bytes())

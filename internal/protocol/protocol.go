@@ -49,6 +49,8 @@ type Message struct {
 	ExtendTimeoutUsec uint64
 	Barrier           bool // BARRIER=1
 	Watchdog          bool // WATCHDOG=1
+	// Stats are the request counters of X_BATON_STATS=…, nil when absent.
+	Stats *Stats
 }
 
 // ErrEmptyMessage is returned by ParseMessage for a datagram without any
@@ -100,6 +102,12 @@ func ParseMessage(b []byte) (Message, error) {
 				return m, fmt.Errorf("protocol: bad ERRNO %q", truncate(val))
 			}
 			m.Errno = n
+		case StatsField:
+			st, err := ParseStats(string(val))
+			if err != nil {
+				return m, err
+			}
+			m.Stats = &st
 		case "EXTEND_TIMEOUT_USEC":
 			n, err := strconv.ParseUint(string(val), 10, 64)
 			if err != nil {

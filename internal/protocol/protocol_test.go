@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseMessage(t *testing.T) {
@@ -116,5 +117,41 @@ func TestInherit_sdListenFdsRules(t *testing.T) {
 				t.Fatalf("want no sockets, have %v", names)
 			}
 		})
+	}
+}
+
+func TestStats_roundTripAndQuantile(t *testing.T) {
+	st := Stats{Buckets: make([]uint64, len(StatsBuckets)+1)}
+	add := func(d time.Duration, n int, errs int) {
+		st.Buckets[Bucket(d)] += uint64(n)
+		st.Total += uint64(n)
+		st.Errors += uint64(errs)
+	}
+	add(300*time.Microsecond, 980, 0)
+	add(40*time.Millisecond, 20, 5)
+	m, err := ParseMessage([]byte("READY=1\n" + StatsField + "=" + st.Format()))
+	if err != nil || m.Stats == nil {
+		t.Fatal(err)
+	}
+	if m.Stats.Total != 1000 || m.Stats.Errors != 5 || m.Stats.Buckets[Bucket(40*time.Millisecond)] != 20 {
+		t.Fatalf("want the counts back, have %+v", m.Stats)
+	}
+	if q := m.Stats.Quantile(0.99); q != 50*time.Millisecond {
+		t.Fatalf("p99: want 50ms (the bound of the 40ms bucket), have %v", q)
+	}
+	if q := m.Stats.Quantile(0.5); q != 500*time.Microsecond {
+		t.Fatalf("p50: want 500µs, have %v", q)
+	}
+	later := *m.Stats
+	later.Buckets = append([]uint64(nil), later.Buckets...)
+	later.Buckets[Bucket(5*time.Second)] += 10
+	later.Total += 10
+	if d := later.Sub(*m.Stats); d.Total != 10 || d.Quantile(0.99) != 5*time.Second {
+		t.Fatalf("difference: %+v", d)
+	}
+	for _, bad := range []string{"2 1 0", "1 1 2" + strings.Repeat(" 0", len(StatsBuckets)+1), "1 x 0", "1 1 0 1"} {
+		if _, err := ParseStats(bad); err == nil {
+			t.Errorf("ParseStats(%q): want an error", bad)
+		}
 	}
 }

@@ -115,6 +115,23 @@ type Program struct {
 	Restart   RestartConfig // the restart block
 	Watch     ProgramWatch  // the program's watch block
 	Build     *BuildConfig  // nil without a build block
+	Bake      *BakeConfig   // nil without a bake block: a ready generation takes over at once
+}
+
+// BakeConfig is the bake block: after a handover's new generation is
+// ready, both generations serve while the new one is judged; it takes
+// over when it passed, and the old one goes on when it failed.
+type BakeConfig struct {
+	Duration time.Duration // how long the new generation is judged
+	Interval time.Duration // how often: the probe, and the counters
+	Path     string        // the probe's request path; "" for none
+	Listener string        // the probe's listener
+	// MaxErrors is the share of the new generation's requests that may
+	// be answered 5xx (0.01: 1 %), from the counters it reports.
+	MaxErrors float64
+	// MaxP99 is how many times the old generation's p99 latency the new
+	// one's may reach over the bake; 0: not compared.
+	MaxP99 float64
 }
 
 // ProgramWatch is a program's watch block.

@@ -82,6 +82,39 @@ program "web" {
 	}
 }
 
+func TestParse_bake(t *testing.T) {
+	f, diags := Parse([]byte(`
+program "web" {
+  command = ["./web"]
+  listener "http" { address = "127.0.0.1:8080" }
+  listener "admin" { address = "127.0.0.1:8081" }
+  bake {
+    duration   = "1m"
+    http       = "/healthz"
+    listener   = "admin"
+    interval   = "2s"
+    max_errors = "0.5%"
+    max_p99    = "1.5x"
+  }
+}
+program "defaults" {
+  command = ["./web"]
+  listener "http" { address = "127.0.0.1:8082" }
+  bake {}
+}
+`), "config.hcl", "/srv")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	want := BakeConfig{Duration: time.Minute, Interval: 2 * time.Second, Path: "/healthz", Listener: "admin", MaxErrors: 0.005, MaxP99: 1.5}
+	if b := f.Programs[0].Bake; b == nil || *b != want {
+		t.Fatalf("want %+v, have %+v", want, b)
+	}
+	if b := f.Programs[1].Bake; *b != (BakeConfig{Duration: DefaultBakeDuration, Interval: DefaultBakeInterval, MaxErrors: DefaultBakeMaxErrors}) {
+		t.Fatalf("defaults: %+v", b)
+	}
+}
+
 // Every invalid value is a diagnostic with its position.
 func TestParse_errorsHavePositions(t *testing.T) {
 	const prog = "program \"web\" {\n  command = [\"./web\"]\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n"
@@ -114,6 +147,10 @@ func TestParse_errorsHavePositions(t *testing.T) {
 		{"bad program name", "program \"a b\" {\n  command = [\"./web\"]\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n}\n", "config.hcl:1,9-14: Invalid program name"},
 		{"max below backoff", prog + "  restart {\n    backoff = \"10s\"\n    max_backoff = \"1s\"\n  }\n}\n", "config.hcl:6,19-23: max_backoff below backoff"},
 		{"wrong type", prog + "  stop { timeout = 30 }\n}\n", ""},
+		{"bake share", prog + "  bake { max_errors = \"1\" }\n}\n", "config.hcl:4,23-26: Invalid share"},
+		{"bake factor", prog + "  bake { max_p99 = \"0.5x\" }\n}\n", "config.hcl:4,20-26: Invalid factor"},
+		{"bake interval", prog + "  bake {\n    duration = \"1s\"\n    interval = \"2s\"\n  }\n}\n", "config.hcl:6,16-20: Interval beyond the bake"},
+		{"bake listener", prog + "  bake {\n    http = \"/h\"\n    listener = \"x\"\n  }\n}\n", "Unknown listener"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, diags := Parse([]byte(tc.src), "config.hcl", "/srv")

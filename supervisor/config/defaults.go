@@ -21,6 +21,13 @@ const (
 	DefaultMaxBackoff   = 30 * time.Second
 	DefaultResetAfter   = 60 * time.Second
 	DefaultDebounce     = 300 * time.Millisecond
+	// The bake block's defaults: a new generation is judged for
+	// DefaultBakeDuration, every DefaultBakeInterval; it may answer
+	// DefaultBakeMaxErrors of its requests 5xx; its p99 latency is not
+	// compared unless max_p99 is set.
+	DefaultBakeDuration  = 30 * time.Second
+	DefaultBakeInterval  = time.Second
+	DefaultBakeMaxErrors = 0.01
 	// DefaultBuildDebounce is the quiet time after a source change before
 	// baton dev builds: an editor's save is over in a few milliseconds,
 	// and a change during a build cancels it, so waiting longer only adds
@@ -72,6 +79,11 @@ func defaultProgram(name, dir string) *Program {
 // defaultLogFile is a log block with no file.
 func defaultLogFile() LogFile {
 	return LogFile{MaxSize: DefaultLogMaxSize, MaxFiles: DefaultLogMaxFiles}
+}
+
+// defaultBake is a bake block with nothing set.
+func defaultBake() *BakeConfig {
+	return &BakeConfig{Duration: DefaultBakeDuration, Interval: DefaultBakeInterval, MaxErrors: DefaultBakeMaxErrors}
 }
 
 // defaultBuild is a build block with only its command, for sources in dir.

@@ -107,6 +107,22 @@ type rawProgram struct {
 	Restart      *rawRestart       `hcl:"restart,block"`
 	Watch        *rawProgramWatch  `hcl:"watch,block"`
 	Build        *rawBuild         `hcl:"build,block"`
+	Bake         *rawBake          `hcl:"bake,block"`
+}
+
+type rawBake struct {
+	Duration       *string   `hcl:"duration,optional"`
+	DurationRange  hcl.Range `hcl:"duration,attr_value_range"`
+	Interval       *string   `hcl:"interval,optional"`
+	IntervalRange  hcl.Range `hcl:"interval,attr_value_range"`
+	HTTP           *string   `hcl:"http,optional"`
+	HTTPRange      hcl.Range `hcl:"http,attr_value_range"`
+	Listener       *string   `hcl:"listener,optional"`
+	ListenerRange  hcl.Range `hcl:"listener,attr_value_range"`
+	MaxErrors      *string   `hcl:"max_errors,optional"`
+	MaxErrorsRange hcl.Range `hcl:"max_errors,attr_value_range"`
+	MaxP99         *string   `hcl:"max_p99,optional"`
+	MaxP99Range    hcl.Range `hcl:"max_p99,attr_value_range"`
 }
 
 type rawListener struct {

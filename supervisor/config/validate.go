@@ -172,6 +172,9 @@ func (v *validator) program(rp *rawProgram) *Program {
 	if rp.Build != nil {
 		p.Build = v.build(rp.Build)
 	}
+	if rp.Bake != nil {
+		p.Bake = v.bake(rp.Bake, p)
+	}
 	return p
 }
 
@@ -309,6 +312,50 @@ func (v *validator) restart(r *rawRestart, out *RestartConfig) {
 	if out.MaxBackoff < out.Backoff {
 		v.errorf(r.MaxBackoffRange, "max_backoff below backoff", "max_backoff %v is shorter than backoff %v.", out.MaxBackoff, out.Backoff)
 	}
+}
+
+func (v *validator) bake(r *rawBake, p *Program) *BakeConfig {
+	b := defaultBake()
+	v.duration(r.Duration, r.DurationRange, false, &b.Duration)
+	v.duration(r.Interval, r.IntervalRange, false, &b.Interval)
+	if b.Interval > b.Duration {
+		v.errorf(r.IntervalRange, "Interval beyond the bake", "interval %v is longer than the bake's duration %v.", b.Interval, b.Duration)
+	}
+	if r.HTTP != nil {
+		b.Path = *r.HTTP
+		if !strings.HasPrefix(b.Path, "/") {
+			v.errorf(r.HTTPRange, "Invalid health path", "%q: http is a request path such as \"/healthz\".", *r.HTTP)
+		}
+		if len(p.Listeners) > 0 {
+			b.Listener = p.Listeners[0].Name
+		}
+	}
+	if r.Listener != nil {
+		b.Listener = *r.Listener
+		switch {
+		case r.HTTP == nil:
+			v.errorf(r.ListenerRange, "Listener without http", "listener only applies to the bake's http probe.")
+		case !p.hasListener(*r.Listener):
+			v.errorf(r.ListenerRange, "Unknown listener", "Program %q has no listener named %q.", p.Name, *r.Listener)
+		}
+	}
+	if r.MaxErrors != nil {
+		f, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(*r.MaxErrors, "%")), 64)
+		if err != nil || !strings.HasSuffix(*r.MaxErrors, "%") || f < 0 || f > 100 {
+			v.errorf(r.MaxErrorsRange, "Invalid share", "%q: max_errors is a share of the requests, such as \"1%%\" or \"0.5%%\".", *r.MaxErrors)
+		} else {
+			b.MaxErrors = f / 100
+		}
+	}
+	if r.MaxP99 != nil {
+		f, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(*r.MaxP99, "x")), 64)
+		if err != nil || !strings.HasSuffix(*r.MaxP99, "x") || f < 1 {
+			v.errorf(r.MaxP99Range, "Invalid factor", "%q: max_p99 is a factor of the old generation's p99 latency, at least 1, such as \"2x\".", *r.MaxP99)
+		} else {
+			b.MaxP99 = f
+		}
+	}
+	return b
 }
 
 func (v *validator) programWatch(w *rawProgramWatch, out *ProgramWatch) {

@@ -10,6 +10,9 @@
 //	POST /v1/programs/{name}/restart       Result           hand over, same config
 //	POST /v1/programs/{name}/stop          Result           stop; sockets stay open
 //	POST /v1/programs/{name}/start         Result
+//	POST /v1/programs/{name}/promote       Result           end a bake as passed
+//	POST /v1/programs/{name}/revert        Result           end a bake as failed
+//	POST /v1/programs/{name}/rollback      Result           hand over to the previous binary
 //	GET  /v1/programs/{name}/logs?lines=N&follow=1          text, one line per line
 //
 // Failures answer 4xx or 5xx with an ErrorReply; a handover that failed
@@ -23,6 +26,7 @@ const (
 	StateBuilding     = "building"      // baton dev: waiting for the first good build
 	StateStarting     = "starting"      // a generation starts and none serves
 	StateRunning      = "running"       // a generation serves
+	StateBaking       = "baking"        // a new generation serves beside the old one until its bake's verdict
 	StateBackoff      = "backoff"       // down, waiting to restart
 	StateExited       = "exited"        // down, not restarted by its policy
 	StateStopping     = "stopping"      // stopped on request: its generations are stopping
@@ -51,6 +55,7 @@ type ProgramStatus struct {
 	Restarts  int            `json:"restarts"`
 	Handovers int            `json:"handovers"`
 	Rollbacks int            `json:"rollbacks"`                      // new generations that failed while another served
+	Reverts   int            `json:"reverts"`                        // new generations that failed their bake
 	LastExit  *ExitRecord    `json:"last_exit"`                      // null until a generation exits
 	Pending   int            `json:"pending_generation,omitempty"`   // starting, not ready yet
 	Draining  []int          `json:"draining_generations,omitempty"` // old generations not exited yet
@@ -61,6 +66,25 @@ type ProgramStatus struct {
 	// Why the program is down and not restarted (StateExited).
 	Reason string `json:"reason,omitempty"`
 	Status string `json:"status,omitempty"` // the serving generation's last STATUS=
+	// Bake is the bake under way (verdict "baking"), or the last one;
+	// null when the program never baked.
+	Bake *BakeStatus `json:"bake,omitempty"`
+}
+
+// BakeStatus is a bake: a new generation judged while the old one serves.
+type BakeStatus struct {
+	Generation int    `json:"generation"` // the generation judged
+	PID        int    `json:"pid"`
+	Verdict    string `json:"verdict"`          // baking, passed, failed or abandoned
+	Reason     string `json:"reason,omitempty"` // the figure that decided it
+	// Duration is how long it has baked (or baked); EndsIn the time left.
+	Duration time.Duration `json:"duration_ns"`
+	EndsIn   time.Duration `json:"ends_in_ns,omitempty"`
+	// What the new generation reported during the bake (a program that
+	// reports no counters: zero).
+	Requests uint64        `json:"requests,omitempty"`
+	Errors   uint64        `json:"errors,omitempty"` // answered 5xx
+	P99      time.Duration `json:"p99_ns,omitempty"` // upper bound of its p99 latency
 }
 
 // ListenerInfo is one of a program's sockets.

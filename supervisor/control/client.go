@@ -68,6 +68,23 @@ func (c *Client) Start(ctx context.Context, program string) (Result, error) {
 	return c.program(ctx, "start", program)
 }
 
+// Promote ends a program's bake as passed; see Restart.
+func (c *Client) Promote(ctx context.Context, program string) (Result, error) {
+	return c.program(ctx, "promote", program)
+}
+
+// Revert ends a program's bake as failed: the old generation serves on;
+// see Restart.
+func (c *Client) Revert(ctx context.Context, program string) (Result, error) {
+	return c.program(ctx, "revert", program)
+}
+
+// Rollback hands a program over to the binary of the generation that
+// served before the current one; see Restart.
+func (c *Client) Rollback(ctx context.Context, program string) (Result, error) {
+	return c.program(ctx, "rollback", program)
+}
+
 func (c *Client) program(ctx context.Context, verb, name string) (Result, error) {
 	var r Result
 	err := c.do(ctx, "POST", "/v1/programs/"+url.PathEscape(name)+"/"+verb, nil, &r)
