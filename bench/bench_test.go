@@ -199,6 +199,35 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 
+	// The idle pools, short: baton only, reached directly and through
+	// nginx when it is installed.
+	t.Run("idle", func(t *testing.T) {
+		fronts := []string{"clients", "nginx"}
+		if _, err := findNginx(); err != nil {
+			if os.Getenv("BATON_REQUIRE_NGINX") != "" {
+				t.Fatalf("BATON_REQUIRE_NGINX is set: %v", err)
+			}
+			t.Logf("skipping the scenario through nginx: %v", err)
+			fronts = fronts[:1]
+		}
+		rs, err := idle(ctx, e, idleOptions{Clients: 8, Handovers: 2, MaxPause: 200 * time.Millisecond, Interval: 100 * time.Millisecond,
+			Fronts: fronts, Kinds: []string{"baton"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		printIdle(&out, rs)
+		t.Log("\n" + out.String())
+		if len(rs) != len(fronts) {
+			t.Fatalf("want %d scenarios, have %d", len(fronts), len(rs))
+		}
+		for _, r := range rs {
+			if r.Handovers != 2 || r.OK == 0 || r.LostWrites != 0 || r.OldLifetime.N != 2 {
+				t.Errorf("%s: want 2 handovers, answers and no lost write, have %+v", r.Scenario, r)
+			}
+		}
+	})
+
 	t.Run("soak", func(t *testing.T) {
 		r, err := soak(ctx, e, 3, 2)
 		if err != nil {
@@ -322,6 +351,8 @@ func TestCLI_usage(t *testing.T) {
 		{"-peers", "-scenarios", "go-build"},
 		{"-devloop", "-scenarios", "tableflip"},
 		{"-devloop", "-dev-build", "go build ."},
+		{"-idle", "-pool", "0"},
+		{"-idle", "-maxpause", "-1s"},
 	} {
 		var stderr strings.Builder
 		if code := cli(context.Background(), args, io.Discard, &stderr); code != 2 {

@@ -12,6 +12,7 @@
 //	go run ./bench -peers                            the same small app under baton, tableflip, overseer, air
 //	go run ./bench -devloop                          save → serving: baton dev, air, go build
 //	go run ./bench -journal                          POST with the example's journal against without
+//	go run ./bench -idle                             idle keep-alive pools, directly and through nginx
 //
 // It builds baton and examples/orders from the module it runs in, and
 // sends its load to 127.0.0.1 only.
@@ -82,7 +83,12 @@ from SQLite, requests/s and latencies, with ratios against direct.
 programs, and many handovers in a row. -longlived keeps WebSocket and
 SSE clients of the example connected across handovers (20 unless
 -handovers says otherwise) under a steady POST load, and counts clean
-goodbyes, abnormal closes, reconnect times and events missed.
+goodbyes, abnormal closes, reconnect times and events missed. -idle
+runs clients that sit idle between requests (net/http Transports,
+-pool of them, pausing up to -maxpause) against direct, naive and baton,
+reached directly and through nginx (-proxy), across 20 handovers unless
+-handovers says otherwise, and counts failures, 502s, lost writes,
+reconnects per handover and the old generations' lifetimes.
 
 -peers runs a small Gin app (50 ms start-up) alone (direct), under baton,
 tableflip (its example's Shutdown, and with a keep-alive-aware drain),
@@ -132,6 +138,12 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	doDev := fs.Bool("devloop", false, "instead of the scenarios: save → serving of a one-line change under baton dev and air, against go build (-scenarios picks systems)")
 	var devBuilds devBuildFlag
 	fs.Var(&devBuilds, "dev-build", "with -devloop: a build `command` for baton dev's build block, with {output}; repeatable (default: \"go build -o {output} .\" and the same with -ldflags=-w)")
+	doIdle := fs.Bool("idle", false, "instead of the scenarios: idle keep-alive pools across handovers, directly and through nginx")
+	var iopt idleOptions
+	fs.IntVar(&iopt.Clients, "pool", 64, "with -idle: `clients`, each with its own http.Transport")
+	fs.DurationVar(&iopt.MaxPause, "maxpause", 3*time.Second, "with -idle: the longest pause of a client after each request (each is random, from 0)")
+	fs.DurationVar(&iopt.Interval, "interval", time.Second, "with -idle: the wait between one handover, once the old generation is gone, and the next")
+	fs.BoolVar(&iopt.Proxy, "proxy", true, "with -idle: also run the scenarios through nginx (upstream keepalive 32)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -162,30 +174,33 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case opt.Clients < 1:
 		fmt.Fprintln(stderr, "bench: -c must be at least 1")
 		return 2
-	case opt.Journal && (*doScale || soakN > 0 || *only != "" || *doPeers || *doDev || *doLong):
+	case opt.Journal && (*doScale || soakN > 0 || *only != "" || *doPeers || *doDev || *doLong || *doIdle):
 		fmt.Fprintln(stderr, "bench: -journal runs its own two scenarios: not with another mode or -scenarios")
 		return 2
 	case *doLong && (lopt.WS < 0 || lopt.SSE < 0 || lopt.WS+lopt.SSE == 0 || lopt.Rate < 1 || lopt.Pause < 0):
 		fmt.Fprintln(stderr, "bench: -longlived needs -ws and -sse of at least 0, one of them above, -rate of at least 1 and a -pause of at least 0")
 		return 2
+	case *doIdle && (iopt.Clients < 1 || iopt.MaxPause < 0 || iopt.Interval < 0):
+		fmt.Fprintln(stderr, "bench: -idle needs a -pool of at least 1 and a -maxpause and -interval of at least 0")
+		return 2
 	}
-	lopt.Handovers = 20
+	lopt.Handovers, iopt.Handovers = 20, 20
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "handovers" {
-			lopt.Handovers = opt.Handovers
+			lopt.Handovers, iopt.Handovers = opt.Handovers, opt.Handovers
 		}
 	})
 
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	modes := 0
-	for _, on := range []bool{*doScale || soakN > 0, *doPeers, *doDev, *doLong} {
+	for _, on := range []bool{*doScale || soakN > 0, *doPeers, *doDev, *doLong, *doIdle} {
 		if on {
 			modes++
 		}
 	}
 	if modes > 1 {
-		fmt.Fprintln(stderr, "bench: -scale/-soak, -peers, -devloop and -longlived are separate modes: choose one")
+		fmt.Fprintln(stderr, "bench: -scale/-soak, -peers, -devloop, -longlived and -idle are separate modes: choose one")
 		return 2
 	}
 	for _, b := range devBuilds {
@@ -233,6 +248,20 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	switch {
+	case *doIdle:
+		var emit func(*idleResult)
+		if *asJSON {
+			emit = func(r *idleResult) { r.Machine = &m; emitJSON(stdout, r) }
+		}
+		rs, err := idle(ctx, e, iopt, emit)
+		if !*asJSON {
+			printMachine(stdout, m)
+			fmt.Fprintln(stdout)
+			printIdle(stdout, rs)
+		}
+		if err != nil {
+			return failed(ctx, stderr, err)
+		}
 	case *doLong:
 		r, err := longlived(ctx, e, lopt)
 		if err != nil {
