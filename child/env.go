@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/protocol"
 )
 
@@ -21,12 +22,17 @@ var env struct {
 	listenErr error               // the inherited sockets were unusable
 	ignored   string              // why LISTEN_FDS was ignored, for the log
 	notify    string              // NOTIFY_SOCKET
+	// handoff is the process's handoff socket (BATON_HANDOFF_FD), nil
+	// without one; handoffErr says why an inherited one is unusable.
+	handoff    *handoff.Endpoint
+	handoffErr error
 }
 
 func takeEnv() {
 	env.once.Do(func() {
 		env.notify = os.Getenv(protocol.EnvNotifySocket)
 		os.Unsetenv(protocol.EnvNotifySocket)
+		env.handoff, env.handoffErr = handoff.FromEnv(os.Getenv(protocol.EnvListenPID))
 		in, err := protocol.InheritFromEnv()
 		if err != nil {
 			err = fmt.Errorf("child: %w", err)

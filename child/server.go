@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/hashicorp/go-hclog"
 )
@@ -70,6 +71,16 @@ type Config struct {
 	// Signals start the drain. Default SIGTERM and SIGINT.
 	Signals []os.Signal
 
+	// DisableIdleHandoff keeps idle keep-alive connections in this
+	// process until the drain closes them, as before. By default, under
+	// baton, the drain passes each idle plaintext HTTP/1.1 connection to
+	// the generation that replaces this one, which serves the client's
+	// next request on it: the client sees no close and no reconnect,
+	// and this process exits as soon as its requests in flight and its
+	// background work are done. (A final stop, without a successor,
+	// drains as before either way.)
+	DisableIdleHandoff bool
+
 	CloseTimeout    time.Duration // default DefaultCloseTimeout
 	DrainTimeout    time.Duration // default DefaultDrainTimeout
 	ShutdownTimeout time.Duration // default DefaultShutdownTimeout
@@ -102,6 +113,11 @@ type Server struct {
 	tasks    taskGroup
 	serving  atomic.Bool
 	stats    *requestStats // nil unless the supervisor asked for counters
+	hand     *handoffState     // nil: idle connections do not move
+	endpoint *handoff.Endpoint // the process's handoff socket, or nil
+	// idleStopped is closed once the drain stopped the idle connections
+	// that move (or knew that none does).
+	idleStopped chan struct{}
 }
 
 // New takes the listening socket, inherited or its own, and returns a
@@ -113,10 +129,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = NewLogger("child")
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{}), stats: takeStatsEnv()}
+	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{}), stats: takeStatsEnv(), endpoint: env.handoff, idleStopped: make(chan struct{})}
 	s.drainCtx, s.drained = context.WithCancelCause(context.Background())
 	if env.ignored != "" {
 		s.log.Warn("ignoring inherited sockets", "reason", env.ignored)
+	}
+	if env.handoffErr != nil {
+		s.log.Warn("ignoring the inherited handoff socket; idle connections will drain", "error", env.handoffErr)
 	}
 	l, err := Listen(cfg.Listener, cfg.Addr)
 	if err != nil {
@@ -200,6 +219,12 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	}
 	srv.Handler = s.wrap(h)
 	srv.ConnState = s.conns.track
+	if s.hand = s.openHandoff(srv); s.hand != nil {
+		srv.ConnState = func(c net.Conn, st http.ConnState) {
+			s.hand.state(c, st)
+			s.conns.track(c, st)
+		}
+	}
 	base, connCtx := srv.BaseContext, srv.ConnContext
 	srv.BaseContext = func(l net.Listener) context.Context {
 		ctx := context.Background()
@@ -217,7 +242,19 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	goaway := configureHTTP2(srv)
 
 	serveErr := make(chan error, 1)
-	ln := tlsListener(s.ln, srv)
+	var ln net.Listener = s.ln
+	var arrived chan struct{} // closed when the arrivals' Serve returned
+	if s.hand != nil {
+		ln = movingListener{Listener: s.ln, h: s.hand}
+		arrived = make(chan struct{})
+		// Connections passed from the previous generation, served as
+		// if accepted here, until Shutdown closes their port.
+		go func() {
+			defer close(arrived)
+			srv.Serve(arrivals{s.hand})
+		}()
+	}
+	ln = tlsListener(ln, srv)
 	go func() { serveErr <- srv.Serve(ln) }()
 	if Supervised() {
 		s.log.Info("serving", "addr", s.addr) // baton adds the generation and pid
@@ -244,7 +281,12 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 		cause = err
 		s.log.Error("background task failed, draining", "error", err)
 	}
-	return errors.Join(cause, s.drain(srv, goaway))
+	err := s.drain(srv, goaway)
+	if arrived != nil {
+		s.hand.port.Close()
+		<-arrived
+	}
+	return errors.Join(cause, err)
 }
 
 // drain performs the measured sequence of DESIGN.md: stop accepting, ask
@@ -269,6 +311,13 @@ func (s *Server) drain(srv *http.Server, goaway func()) error {
 	if goaway != nil {
 		goaway()
 	}
+	// Under baton, idle keep-alive connections move to the generation
+	// that replaces this one, when one serves: they are not drained.
+	moving := s.hand != nil && s.hand.port.Drain(s.cfg.CloseTimeout)
+	if moving {
+		s.hand.moveIdle()
+	}
+	close(s.idleStopped)
 
 	// 3. Wait for the connections to go, hijacked ones included, then
 	// close the hijacked ones left and shut down the rest.
@@ -295,6 +344,13 @@ func (s *Server) drain(srv *http.Server, goaway func()) error {
 		s.log.Error("requests cut off by the shutdown timeout", "requests", derr.Requests, "timeout", s.cfg.ShutdownTimeout.String())
 	}
 	httpDone := time.Since(start)
+	if h := s.hand; h != nil {
+		to := "none: no generation takes them"
+		if moving {
+			to = "the next generation"
+		}
+		s.log.Info("idle connections handed over", "moved", h.moved.Load(), "drained", h.drained.Load(), "returned", h.returned.Load(), "to", to)
+	}
 
 	// 4. No handler runs any more: close the door to new background work,
 	// cancel the tasks' context and wait for them, bounded.

@@ -26,6 +26,11 @@ const (
 	// EnvStopTimeout carries the program's stop timeout (a Go duration),
 	// so that the child can fit its drain bounds in it.
 	EnvStopTimeout = "BATON_STOP_TIMEOUT"
+	// EnvHandoffFD names the inherited descriptor of a generation's
+	// handoff socket, over which idle connections move between
+	// generations (package internal/handoff). It is not counted in
+	// LISTEN_FDS.
+	EnvHandoffFD = "BATON_HANDOFF_FD"
 )
 
 // FirstFD is the first inherited file descriptor (SD_LISTEN_FDS_START).

@@ -1,0 +1,388 @@
+package child
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/baton-run/baton/internal/handoff"
+	"golang.org/x/sys/unix"
+)
+
+// handoffState is a Server's part in moving idle connections between
+// generations: the port of its listener on the process's handoff socket,
+// and every plaintext connection it serves, wrapped so that it can tell
+// whether the server read a byte of a next request.
+//
+// A connection moves only when the server's read of it was stopped with
+// nothing read since it became idle (or new), into an empty buffer: then
+// no byte of a next request is in this process, and the kernel's socket
+// holds whatever the client sends meanwhile, for whoever owns it next.
+// Everything else finishes under the drain, as without baton.
+type handoffState struct {
+	port *handoff.Port
+	// idleTimeout bounds the wait of a connection passed in for its first
+	// byte, as http.Server bounds an idle one (0: no bound).
+	idleTimeout time.Duration
+
+	moving atomic.Bool // the drain was told HANDOVER
+
+	mu    sync.Mutex
+	conns map[*movableConn]struct{}
+
+	moved, drained, returned atomic.Int64
+	draining                 *atomic.Bool // the Server's
+}
+
+// openHandoff opens the port of the server's listener on the process's
+// handoff socket, when it has one, the server serves plaintext and the
+// switch is on; otherwise it returns nil and connections drain as before.
+func (s *Server) openHandoff(srv *http.Server) *handoffState {
+	if s.cfg.DisableIdleHandoff || s.endpoint == nil || servesTLS(srv) {
+		return nil
+	}
+	port, err := s.endpoint.Open(s.cfg.Listener, s.ln.Addr(), s.cfg.CloseTimeout)
+	if err != nil {
+		s.log.Warn("idle connections cannot move to the next generation; they will drain", "error", err)
+		return nil
+	}
+	idle := srv.IdleTimeout
+	if idle == 0 {
+		idle = srv.ReadTimeout
+	}
+	return &handoffState{port: port, idleTimeout: idle, conns: map[*movableConn]struct{}{}, draining: &s.draining}
+}
+
+// servesTLS reports whether srv serves TLS (see tlsListener).
+func servesTLS(srv *http.Server) bool {
+	c := srv.TLSConfig
+	return c != nil && (len(c.Certificates) > 0 || c.GetCertificate != nil || c.GetConfigForClient != nil)
+}
+
+// wrap makes c movable, unless it is not a socket of this process.
+func (h *handoffState) wrap(c net.Conn, movedIn, pinned bool) net.Conn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return c
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	mc := &movableConn{Conn: c, raw: raw, h: h, idle: true, movedIn: movedIn, pinned: pinned}
+	if movedIn {
+		// Until its first byte, the idle timeout: none, or the server's.
+		if h.idleTimeout > 0 {
+			mc.applied = time.Now().Add(h.idleTimeout)
+		}
+		c.SetReadDeadline(mc.applied) // also clears a stop's deadline of a connection that comes back
+	}
+	h.mu.Lock()
+	h.conns[mc] = struct{}{}
+	h.mu.Unlock()
+	return mc
+}
+
+// state follows http.Server's ConnState: a new or idle connection may
+// move; once the server is told to hand over, it is stopped at once.
+func (h *handoffState) state(c net.Conn, st http.ConnState) {
+	mc, ok := c.(*movableConn)
+	if !ok {
+		return
+	}
+	switch st {
+	case http.StateNew, http.StateIdle:
+		mc.markIdle()
+		if h.moving.Load() {
+			mc.stop()
+		}
+	case http.StateActive:
+		mc.markActive()
+	case http.StateHijacked:
+		mc.pin() // the handler's now
+	}
+}
+
+// moveIdle stops every idle connection; each leaves for the next
+// generation as its server lets it go. Connections that become idle
+// later (a response begun before the drain) follow.
+func (h *handoffState) moveIdle() {
+	h.moving.Store(true)
+	h.mu.Lock()
+	cs := make([]*movableConn, 0, len(h.conns))
+	for c := range h.conns {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.stop()
+	}
+}
+
+func (h *handoffState) forget(c *movableConn, moved bool) {
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	if !moved && h.draining.Load() {
+		h.drained.Add(1)
+	}
+}
+
+// send passes c's descriptor on. When baton is gone, the connection
+// comes back to this server instead, never closed for nothing.
+func (h *handoffState) send(c *movableConn) bool {
+	var serr error
+	err := c.raw.Control(func(fd uintptr) { serr = h.port.Send(int(fd)) })
+	if err == nil && serr == nil {
+		c.Conn.Close() // the in-flight message holds the socket: no FIN
+		h.moved.Add(1)
+		return true
+	}
+	if h.port.Requeue(c.Conn) {
+		h.returned.Add(1)
+		return true
+	}
+	return false
+}
+
+// arrivals is the listener of the connections passed to this process.
+type arrivals struct{ h *handoffState }
+
+func (a arrivals) Accept() (net.Conn, error) {
+	ar, err := a.h.port.Next()
+	if err != nil {
+		return nil, err
+	}
+	if ar.Returned {
+		a.h.returned.Add(1)
+	}
+	return a.h.wrap(ar.Conn, true, ar.Returned), nil
+}
+
+func (a arrivals) Close() error   { return a.h.port.Close() }
+func (a arrivals) Addr() net.Addr { return a.h.port.Addr() }
+
+// movingListener wraps the connections its listener accepts.
+type movingListener struct {
+	net.Listener
+	h *handoffState
+}
+
+func (l movingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.h.wrap(c, false, false), nil
+}
+
+// errMoved is what the server's read of a connection that moves returns:
+// a timeout, which http.Server takes for a quiet end (no reply).
+var errMoved = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+
+// aLongTimeAgo stops a read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// movableConn is a plaintext connection the server reads through. It
+// sees every read of http.Server (the server reads only through the
+// net.Conn it accepted), and so knows whether a read began into an empty
+// buffer since the connection became idle and returned no byte.
+type movableConn struct {
+	net.Conn
+	raw syscall.RawConn
+	h   *handoffState
+
+	mu sync.Mutex
+	// bufSize is the length of the server's first read, made into its
+	// empty buffer; a later read of that length begins into an empty
+	// buffer too (net/http reads through a bufio.Reader, whose read
+	// asks for the room it has).
+	bufSize int
+	idle    bool // new or idle, and no read began since
+	// waiting: the read under way (or the next) is the first of an idle
+	// period, into an empty buffer, and returned nothing yet.
+	waiting  bool
+	inRead   bool
+	stopping bool // asked to move: its idle read is being stopped
+	move     bool // stopped with nothing read: Close passes it on
+	pinned   bool // never moves: it came back, or was hijacked
+	closed   bool
+	// movedIn: passed in from the previous generation, no byte read
+	// yet. The server's header timeout starts at the first byte, as it
+	// does on an idle connection.
+	movedIn bool
+	applied time.Time // the read deadline in force for the server
+	hdrAt   time.Time // movedIn: when the server asked for hdr
+	hdr     time.Time // movedIn: the deadline it asked for
+}
+
+func (c *movableConn) markIdle() {
+	c.mu.Lock()
+	c.idle, c.waiting = true, false
+	c.mu.Unlock()
+}
+
+func (c *movableConn) markActive() {
+	c.mu.Lock()
+	c.idle, c.waiting = false, false
+	c.mu.Unlock()
+}
+
+func (c *movableConn) pin() {
+	c.mu.Lock()
+	c.pinned = true
+	c.mu.Unlock()
+}
+
+// stop asks an idle connection to move: its read in progress (or its
+// next) returns at once with nothing read. A busy one stays.
+func (c *movableConn) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pinned || c.closed || c.stopping || c.move || !(c.idle || (c.inRead && c.waiting)) {
+		return
+	}
+	c.stopping = true
+	if c.inRead {
+		c.Conn.SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// unstopLocked gives up a stop that came too late (a byte came first):
+// the server's own deadline comes back.
+func (c *movableConn) unstopLocked() {
+	c.stopping = false
+	c.Conn.SetReadDeadline(c.applied)
+}
+
+func (c *movableConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.bufSize == 0 {
+		c.bufSize = len(p)
+	}
+	if c.idle {
+		c.idle = false
+		c.waiting = len(p) == c.bufSize
+	}
+	if c.stopping {
+		if c.waiting && !c.pinned {
+			c.move = true
+			c.mu.Unlock()
+			return 0, errMoved
+		}
+		c.unstopLocked()
+	}
+	first := c.movedIn && c.waiting
+	c.inRead = true
+	c.mu.Unlock()
+
+	var n int
+	var err error
+	if first {
+		err = c.waitFirstByte()
+	}
+	if err == nil {
+		n, err = c.Conn.Read(p)
+	}
+
+	c.mu.Lock()
+	c.inRead = false
+	if n > 0 {
+		c.waiting, c.movedIn = false, false
+	}
+	if c.stopping {
+		var ne net.Error
+		if c.waiting && n == 0 && errors.As(err, &ne) && ne.Timeout() && !c.pinned {
+			c.move = true
+		} else {
+			c.unstopLocked()
+		}
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// waitFirstByte waits, under the idle timeout, until a connection passed
+// in has a byte to read, without taking it; then the server's header
+// deadline starts.
+func (c *movableConn) waitFirstByte() error {
+	var b [1]byte
+	err := c.raw.Read(func(fd uintptr) bool {
+		_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return e != unix.EAGAIN
+	})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.movedIn = false
+	c.applied = time.Time{}
+	if !c.hdr.IsZero() {
+		c.applied = time.Now().Add(c.hdr.Sub(c.hdrAt))
+	}
+	if !c.stopping {
+		c.Conn.SetReadDeadline(c.applied)
+	}
+	return nil
+}
+
+func (c *movableConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.movedIn {
+		c.hdr, c.hdrAt = t, time.Now()
+		return nil
+	}
+	c.applied = t
+	if c.stopping {
+		return nil // the stop's deadline stays until its read returned
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *movableConn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// Close passes a connection that was stopped with nothing read on to the
+// next generation; any other it closes.
+func (c *movableConn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.Conn.Close()
+	}
+	c.closed = true
+	move := c.move
+	c.mu.Unlock()
+	moved := move && c.h.send(c)
+	c.h.forget(c, moved)
+	if moved {
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+// CloseWrite keeps http.Server's half-close of a connection it rejects.
+func (c *movableConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// ReadFrom keeps sendfile for responses copied from files.
+func (c *movableConn) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(c.Conn, r)
+}
+
+// NetConn returns the connection of the operating system under c.
+func (c *movableConn) NetConn() net.Conn { return c.Conn }

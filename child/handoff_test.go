@@ -1,0 +1,357 @@
+package child
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/baton-run/baton/internal/handoff"
+	"github.com/baton-run/baton/internal/testtls"
+	"github.com/hashicorp/go-hclog"
+)
+
+// The handoff tests run two generations in this process: an old server
+// and a new one, each with its own handoff socket to a real Router, as
+// baton runs them.
+
+type generation struct {
+	s    *Server
+	peer *handoff.Peer
+	stop context.CancelFunc
+	done <-chan error
+	once sync.Once
+	err  error
+}
+
+// wait returns Serve's result, once it returned.
+func (g *generation) wait(t *testing.T) error {
+	t.Helper()
+	g.once.Do(func() { g.err = result(t, g.done) })
+	return g.err
+}
+
+// newGeneration starts a server called name (its handler says so) with a
+// handoff socket to r. Its drain timeout is a minute, so that a drain
+// that waits for an idle connection instead of moving it fails the test.
+func newGeneration(t *testing.T, r *handoff.Router, n int, name string, cfg Config) *generation {
+	t.Helper()
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = time.Minute
+	}
+	s := newTestServer(t, cfg)
+	peer, f, err := r.Attach(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := handoff.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.Close()
+		peer.Release()
+		<-peer.Done()
+	})
+	s.endpoint = e
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &generation{s: s, peer: peer, stop: cancel}
+	g.done = serve(s, ctx, echoHandler(name))
+	t.Cleanup(func() {
+		cancel()
+		g.wait(t)
+	})
+	// Serve opens its port (baton acknowledged its HELLO) before it
+	// serves its listener: one answer there says it is open.
+	c := dial(t, s.Addr())
+	if resp := c.get(t, "/"); resp.StatusCode != 200 {
+		t.Fatalf("%s: %s", name, resp.Status)
+	}
+	c.Close()
+	return g
+}
+
+// echoHandler answers every request with its server's name and the body
+// it received.
+func echoHandler(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		fmt.Fprintf(w, "%s:%s", name, b)
+	})
+}
+
+func post(body string) string {
+	return fmt.Sprintf("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}
+
+// response reads one response and returns its body and whether the
+// server said it closes the connection.
+func (c *rawConn) response(t *testing.T) (string, bool) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("response: %d %q %v", resp.StatusCode, b, err)
+	}
+	return string(b), resp.Close
+}
+
+// An idle keep-alive connection moves: the old server's drain ends at
+// once (not after its minute of drain timeout), and the client's next
+// request, on the same connection, is answered by the new server.
+func TestHandoff_idleConnectionMoves(t *testing.T) {
+	r := handoff.NewRouter(hclog.NewNullLogger())
+	old := newGeneration(t, r, 1, "old", Config{})
+	cur := newGeneration(t, r, 2, "new", Config{})
+	r.SetCurrent(cur.peer)
+
+	c := dial(t, old.s.Addr())
+	io.WriteString(c, post("one"))
+	if body, _ := c.response(t); body != "old:one" {
+		t.Fatalf("before the drain: %q", body)
+	}
+	old.stop()
+	if err := old.wait(t); err != nil {
+		t.Fatalf("old drain: %v", err)
+	}
+	io.WriteString(c, post("two"))
+	if body, closing := c.response(t); body != "new:two" || closing {
+		t.Fatalf("after the drain: want new:two on a kept connection, have %q (close %v)", body, closing)
+	}
+	// And again, from the new server's idle state.
+	io.WriteString(c, post("three"))
+	if body, _ := c.response(t); body != "new:three" {
+		t.Fatalf("third request: %q", body)
+	}
+}
+
+// Requests sent byte by byte across the moment of the handover: each
+// client has sent a different number of bytes of its next request when
+// the old server's drain begins, and sends the rest one byte at a time.
+// Every request is answered whole, once, by one server; a client that
+// had sent nothing is always answered by the new one; no connection
+// fails. Run it with -count=100 under -race.
+func TestHandoff_byteByByteAcrossTheHandover(t *testing.T) {
+	r := handoff.NewRouter(hclog.NewNullLogger())
+	old := newGeneration(t, r, 1, "old", Config{})
+	cur := newGeneration(t, r, 2, "new", Config{})
+	r.SetCurrent(cur.peer)
+
+	req := post("byte-by-byte-" + strings.Repeat("x", 20))
+	var offsets []int
+	for _, off := range []int{0, 1, 2, 3, 4, 5, 8, 17, 40, len(req) - 30, len(req) - 1} {
+		offsets = append(offsets, off, off)
+	}
+	conns := make([]*rawConn, len(offsets))
+	for i, off := range offsets {
+		conns[i] = dial(t, old.s.Addr())
+		io.WriteString(conns[i], post(fmt.Sprint(i)))
+		if body, _ := conns[i].response(t); body != "old:"+fmt.Sprint(i) {
+			t.Fatalf("client %d: warm-up answered %q", i, body)
+		}
+		io.WriteString(conns[i], req[:off])
+	}
+
+	// The drain begins while the clients are in the middle. Clients of
+	// even index go on once the old server stopped its idle
+	// connections; the others race the whole drain.
+	old.stop()
+	var wg sync.WaitGroup
+	type outcome struct {
+		body    string
+		closing bool
+		err     error
+	}
+	outcomes := make([]outcome, len(offsets))
+	for i, off := range offsets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := conns[i]
+			if i%2 == 0 {
+				<-old.s.idleStopped
+			}
+			for j := off; j < len(req); j++ {
+				if _, err := c.Write([]byte{req[j]}); err != nil {
+					outcomes[i].err = err
+					return
+				}
+				time.Sleep(50 * time.Microsecond) // a slow client: the behaviour under test
+			}
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			resp, err := http.ReadResponse(c.br, nil)
+			if err != nil {
+				outcomes[i].err = err
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			outcomes[i] = outcome{string(b), resp.Close, err}
+		}()
+	}
+	wg.Wait()
+	if err := old.wait(t); err != nil {
+		t.Fatalf("old drain: %v", err)
+	}
+	want := req[strings.Index(req, "\r\n\r\n")+4:]
+	for i, o := range outcomes {
+		if o.err != nil {
+			t.Errorf("client %d (%d bytes before the drain): %v", i, offsets[i], o.err)
+			continue
+		}
+		server, body, _ := strings.Cut(o.body, ":")
+		if body != want || (server != "old" && server != "new") {
+			t.Errorf("client %d (%d bytes before the drain): want %q from old or new, have %q", i, offsets[i], want, o.body)
+		}
+		if offsets[i] == 0 && i%2 == 0 && server != "new" {
+			t.Errorf("client %d had sent nothing when the idle connections were stopped: want it moved, answered by new, have %q", i, o.body)
+		}
+		if server == "old" && !o.closing {
+			t.Errorf("client %d: the draining server answered without Connection: close", i)
+		}
+		if server == "new" {
+			// Still open: the next request is the new server's too.
+			io.WriteString(conns[i], post("again"))
+			if body, _ := conns[i].response(t); body != "new:again" {
+				t.Errorf("client %d: next request answered %q", i, body)
+			}
+		}
+	}
+}
+
+// Bytes of a next request that the old server read with the previous one
+// (pipelining) are in its buffer: such a connection never moves, and its
+// request is answered whole by the old server under its drain.
+func TestHandoff_pipelinedBytesNeverMove(t *testing.T) {
+	for _, k := range []int{1, 3, 4, 12} {
+		t.Run(fmt.Sprint(k), func(t *testing.T) {
+			r := handoff.NewRouter(hclog.NewNullLogger())
+			old := newGeneration(t, r, 1, "old", Config{})
+			cur := newGeneration(t, r, 2, "new", Config{})
+			r.SetCurrent(cur.peer)
+			c := dial(t, old.s.Addr())
+			next := post("pipelined")
+			io.WriteString(c, post("first")+next[:k])
+			if body, _ := c.response(t); body != "old:first" {
+				t.Fatalf("first: %q", body)
+			}
+			old.stop()
+			<-old.s.idleStopped // the idle connections were stopped: this one stays
+			io.WriteString(c, next[k:])
+			if body, closing := c.response(t); body != "old:pipelined" || !closing {
+				t.Fatalf("want old:pipelined with Connection: close, have %q (close %v)", body, closing)
+			}
+			if err := old.wait(t); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// Connections stay when nothing takes them: a final stop (no serving
+// generation), the switch turned off, or TLS (its state lives in the
+// process). Each is drained as before: the idle connection is closed
+// when the drain times out.
+func TestHandoff_whatDoesNotMoveStays(t *testing.T) {
+	cert := testtls.New(t)
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		current bool
+	}{
+		{"final stop", Config{}, false},
+		{"switched off", Config{DisableIdleHandoff: true}, true},
+		{"tls", Config{HTTP: &http.Server{TLSConfig: cert.ServerConfig()}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := handoff.NewRouter(hclog.NewNullLogger())
+			tc.cfg.DrainTimeout = 100 * time.Millisecond
+			tc.cfg.ShutdownTimeout = time.Second
+			old := newGenerationTLS(t, r, 1, "old", tc.cfg, cert)
+			cur := newGeneration(t, r, 2, "new", Config{})
+			if tc.current {
+				r.SetCurrent(cur.peer)
+			}
+			var c net.Conn = dialTLS(t, old.s.Addr(), tc.cfg.HTTP != nil, cert)
+			br := bufio.NewReader(c)
+			io.WriteString(c, post("one"))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			old.stop()
+			if err := old.wait(t); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if n, err := br.Read(make([]byte, 1)); err == nil {
+				t.Fatalf("want the idle connection closed by the drain, read %d bytes", n)
+			}
+		})
+	}
+}
+
+// newGenerationTLS is newGeneration with the TLS client when cfg serves
+// TLS.
+func newGenerationTLS(t *testing.T, r *handoff.Router, n int, name string, cfg Config, cert *testtls.Cert) *generation {
+	if cfg.HTTP == nil {
+		return newGeneration(t, r, n, name, cfg)
+	}
+	t.Helper()
+	s := newTestServer(t, cfg)
+	peer, f, err := r.Attach(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := handoff.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.Close()
+		peer.Release()
+		<-peer.Done()
+	})
+	s.endpoint = e
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &generation{s: s, peer: peer, stop: cancel}
+	g.done = serve(s, ctx, echoHandler(name))
+	t.Cleanup(func() {
+		cancel()
+		g.wait(t)
+	})
+	return g
+}
+
+func dialTLS(t *testing.T, addr string, useTLS bool, cert *testtls.Cert) net.Conn {
+	t.Helper()
+	if !useTLS {
+		return dial(t, addr).Conn
+	}
+	cfg := cert.ClientConfig()
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
