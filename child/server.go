@@ -112,7 +112,7 @@ type Server struct {
 	conns    connCounter
 	tasks    taskGroup
 	serving  atomic.Bool
-	stats    *requestStats // nil unless the supervisor asked for counters
+	stats    *requestStats     // nil unless the supervisor asked for counters
 	hand     *handoffState     // nil: idle connections do not move
 	endpoint *handoff.Endpoint // the process's handoff socket, or nil
 	// idleStopped is closed once the drain stopped the idle connections

@@ -117,7 +117,11 @@ func TestFault_slowDrainDoesNotBlockHandovers(t *testing.T) {
 // BATON_STOP_TIMEOUT, end it, and it exits 0 (an idle connection closed
 // by the drain cut nothing off).
 func TestFault_connectionHeldForever(t *testing.T) {
-	h := newHarness(t, fakeProgram("app", "serve", `stop { timeout = "3s" }`))
+	// move_idle = false: otherwise the idle connection moves to gen 2.
+	h := newHarness(t, fakeProgram("app", "serve", `stop {
+    timeout   = "3s"
+    move_idle = false
+  }`))
 	h.waitEvent("app", "ready", 1)
 	c := dialKeepAlive(t, h.sup.Addr("app", "http"))
 	defer c.Close()

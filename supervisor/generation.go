@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/baton-run/baton/internal/execshim"
+	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/baton-run/baton/internal/watch"
 	"github.com/baton-run/baton/supervisor/config"
@@ -32,6 +33,7 @@ type generation struct {
 	started time.Time
 	lease   *lease        // its sockets, released when it was reaped
 	notify  *notifySocket // nil when it has none (a test's fake)
+	handoff *handoff.Peer // baton's end of its handoff socket; nil without one
 	out     tail          // its last output lines, for failure messages
 	log     hclog.Logger  // the program's output, with gen and pid
 	done    chan struct{} // closed once reaped
@@ -127,6 +129,7 @@ func (g *generation) close() {
 		g.notify.close()
 	}
 	g.lease.release()
+	g.handoff.Release()
 	close(g.done)
 }
 
@@ -175,6 +178,8 @@ type spawnSpec struct {
 	// statsEvery, when set, asks the program for its request counters at
 	// that interval (BATON_STATS_INTERVAL): a program that bakes.
 	statsEvery time.Duration
+	// handoff is the program's router; nil: no handoff socket.
+	handoff *handoff.Router
 }
 
 // resolveCommand finds the executable: a bare name in PATH (the program's
@@ -312,6 +317,13 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		names[i] = l.Name
 	}
 	files := sp.lease.files()
+	handoffEnv, handoffFile, err := attachHandoff(sp, g, protocol.FirstFD+len(files))
+	if err != nil {
+		return nil, err
+	}
+	if handoffFile != nil {
+		defer handoffFile.Close() // the child has its copy
+	}
 	env := append([]string(nil), s.baseEnv...)
 	if sp.cfg.CleanEnv {
 		env = []string{"PATH=" + os.Getenv("PATH")}
@@ -328,6 +340,7 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 	if sp.statsEvery > 0 {
 		env = append(env, protocol.EnvStatsInterval+"="+sp.statsEvery.String())
 	}
+	env = append(env, handoffEnv...)
 	exe, args, env := execshim.Command(sp.path, sp.cfg.Command, env)
 
 	outR, outW, err := os.Pipe()
@@ -367,7 +380,7 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		Dir:        sp.cfg.Dir,
 		Stdout:     outW,
 		Stderr:     errW,
-		ExtraFiles: files,
+		ExtraFiles: withHandoff(files, handoffFile),
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:    true,
 			Pdeathsig:  sp.cfg.Stop.Signal,

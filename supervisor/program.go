@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/baton-run/baton/supervisor/control"
@@ -74,6 +75,7 @@ type program struct {
 	nextGen    int
 	timerSeq   uint64
 	stats      programStats
+	handoff    *handoff.Router // carries idle connections to current
 	// killedInShutdown: a generation had to be killed while baton
 	// stopped, which Run reports as ErrKilled.
 	killedInShutdown bool
@@ -199,6 +201,7 @@ func newProgram(env *programEnv, cfg *config.Program, l *lease, dev bool) *progr
 		bad:      map[string]string{},
 		restarts: restartTracker{policy: cfg.Restart},
 		dev:      dev,
+		handoff:  handoff.NewRouter(env.log.With("program", cfg.Name)),
 	}
 	if dev {
 		p.phase = phaseBuilding
@@ -394,7 +397,7 @@ func (p *program) halt(err error) {
 		p.queued = nil
 		p.end(q, handoverResult{Err: err})
 	}
-	p.current = nil
+	p.setCurrent(nil)
 	for _, g := range p.gens {
 		p.stop(g)
 	}
@@ -493,7 +496,7 @@ func (p *program) begin(req *request) {
 	p.lastKey = key
 	g, err := p.env.start(spawnSpec{
 		program: p.name, n: n, cfg: cfg, path: path, key: key, lease: l.clone(),
-		post: p.post, output: p.output, log: p.log, statsEvery: p.statsEvery(cfg),
+		post: p.post, output: p.output, log: p.log, statsEvery: p.statsEvery(cfg), handoff: p.handoff,
 	})
 	if err != nil {
 		p.failStart(req, n, fmt.Sprintf("cannot start: %v", err), "")
@@ -630,7 +633,7 @@ func (p *program) onReady(g *generation) {
 	}
 	p.adopt(a.req)
 	old := p.current
-	p.current = g
+	p.setCurrent(g) // before the old one is told to stop: its idle connections come here
 	p.enter(phaseRunning)
 	readyIn := g.readyAt.Sub(g.started).Round(time.Millisecond)
 	if old != nil {
@@ -743,7 +746,7 @@ func (p *program) onExit(g *generation, st processStatus) {
 		p.log.Error("the generation baking exited", append(args, "output", g.out.String())...)
 		p.endBake(false, "exited during the bake: "+st.String())
 	case g == p.current:
-		p.current = nil
+		p.setCurrent(nil)
 		if st.clean() {
 			p.log.Warn("serving generation exited on its own", args...)
 		} else {

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/baton-run/baton/child"
+	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/proctest"
 )
 
@@ -154,6 +156,30 @@ var Children = map[string]func() int{
 		fmt.Printf("grandchild env: LISTEN_FDS=%q LISTEN_PID=%q LISTEN_FDNAMES=%q NOTIFY_SOCKET=%q fd3=%s\n",
 			os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("NOTIFY_SOCKET"), fd3)
 		return 0
+	},
+	// handoff-sink: takes the connections a draining generation passes
+	// over its handoff socket, says so, and never serves them; it says
+	// READY=1 and runs until killed. A generation that dies after it
+	// received connections.
+	"handoff-sink": func() int {
+		e, err := handoff.FromEnv(os.Getenv("LISTEN_PID"))
+		if err != nil || e == nil {
+			fmt.Fprintln(os.Stderr, "fake: no handoff socket:", err)
+			return 1
+		}
+		p, err := e.Open("http", &net.TCPAddr{}, 5*time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		child.Notify("READY=1")
+		for {
+			a, err := p.Next()
+			if err != nil {
+				return 1
+			}
+			fmt.Printf("fake: holding a connection from %s\n", a.Conn.RemoteAddr())
+		}
 	},
 	// grandchild: starts a grandchild that would outlive it, then serves.
 	"grandchild": func() int {

@@ -183,6 +183,10 @@ type ReadyConfig struct {
 type StopConfig struct {
 	Signal  syscall.Signal // sent to the process group
 	Timeout time.Duration  // then SIGKILL to the group
+	// MoveIdle gives each generation a handoff socket, over which a
+	// draining generation that uses the child package passes its idle
+	// keep-alive connections to the serving one (see package handoff).
+	MoveIdle bool
 }
 
 // RestartConfig is the restart block.
@@ -297,7 +301,7 @@ func Parse(src []byte, filename, dir string) (*File, hcl.Diagnostics) {
 func ReservedEnv(k string) bool {
 	switch k {
 	case protocol.EnvListenFDs, protocol.EnvListenPID, protocol.EnvListenFDNames, protocol.EnvNotifySocket,
-		protocol.EnvProgram, protocol.EnvGeneration, protocol.EnvStopTimeout:
+		protocol.EnvProgram, protocol.EnvGeneration, protocol.EnvStopTimeout, protocol.EnvHandoffFD:
 		return true
 	}
 	return false

@@ -70,7 +70,7 @@ func defaultProgram(name, dir string) *Program {
 		Name:    name,
 		Dir:     dir,
 		Ready:   ReadyConfig{Mode: ReadyNotify, Timeout: DefaultReadyTimeout},
-		Stop:    StopConfig{Signal: DefaultStopSignal, Timeout: DefaultStopTimeout},
+		Stop:    StopConfig{Signal: DefaultStopSignal, Timeout: DefaultStopTimeout, MoveIdle: true},
 		Restart: RestartConfig{Policy: DefaultRestart, Backoff: DefaultBackoff, MaxBackoff: DefaultMaxBackoff, ResetAfter: DefaultResetAfter},
 		Watch:   ProgramWatch{Enabled: true},
 	}

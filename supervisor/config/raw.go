@@ -145,6 +145,7 @@ type rawReady struct {
 }
 
 type rawStop struct {
+	MoveIdle     *bool     `hcl:"move_idle,optional"`
 	Signal       *string   `hcl:"signal,optional"`
 	SignalRange  hcl.Range `hcl:"signal,attr_value_range"`
 	Timeout      *string   `hcl:"timeout,optional"`

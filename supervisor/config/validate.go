@@ -295,6 +295,7 @@ func (v *validator) stop(s *rawStop, out *StopConfig) {
 		}
 	}
 	v.duration(s.Timeout, s.TimeoutRange, false, &out.Timeout)
+	setBool(&out.MoveIdle, s.MoveIdle)
 }
 
 func (v *validator) restart(r *rawRestart, out *RestartConfig) {
