@@ -225,6 +225,11 @@ func TestSmoke(t *testing.T) {
 			if r.Handovers != 2 || r.OK == 0 || r.LostWrites != 0 || r.OldLifetime.N != 2 {
 				t.Errorf("%s: want 2 handovers, answers and no lost write, have %+v", r.Scenario, r)
 			}
+			// The targets: nothing fails (no 502 through nginx), and the
+			// clients' idle connections move: no reconnect.
+			if r.Failed != 0 || (r.Front == "clients" && r.Dials != 0) {
+				t.Errorf("%s: want 0 failed and 0 reconnects, have %d failed (%v), %d reconnects", r.Scenario, r.Failed, r.FailedByKind, r.Dials)
+			}
 		}
 	})
 

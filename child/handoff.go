@@ -109,11 +109,28 @@ func (h *handoffState) state(c net.Conn, st http.ConnState) {
 	}
 }
 
+// closesAfter reports whether the response to r, written during the
+// drain, asks its client to close the connection: unless the connection
+// moves once idle, to the next generation, where the client goes on.
+func (s *Server) closesAfter(r *http.Request) bool {
+	h := s.hand
+	if h == nil || !h.moving.Load() {
+		return true
+	}
+	c, ok := r.Context().Value(connKey{}).(*movableConn)
+	return !ok || c.isPinned()
+}
+
+func (c *movableConn) isPinned() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pinned
+}
+
 // moveIdle stops every idle connection; each leaves for the next
 // generation as its server lets it go. Connections that become idle
-// later (a response begun before the drain) follow.
+// later (their response ended) follow. h.moving is set.
 func (h *handoffState) moveIdle() {
-	h.moving.Store(true)
 	h.mu.Lock()
 	cs := make([]*movableConn, 0, len(h.conns))
 	for c := range h.conns {
@@ -209,9 +226,10 @@ type movableConn struct {
 	// period, into an empty buffer, and returned nothing yet.
 	waiting  bool
 	inRead   bool
-	stopping bool // asked to move: its idle read is being stopped
-	move     bool // stopped with nothing read: Close passes it on
-	pinned   bool // never moves: it came back, or was hijacked
+	readDone *sync.Cond // signalled when a read returns, for stop
+	stopping bool       // asked to move: its idle read is being stopped
+	move     bool       // stopped with nothing read: Close passes it on
+	pinned   bool       // never moves: it came back, or was hijacked
 	closed   bool
 	// movedIn: passed in from the previous generation, no byte read
 	// yet. The server's header timeout starts at the first byte, as it
@@ -241,7 +259,10 @@ func (c *movableConn) pin() {
 }
 
 // stop asks an idle connection to move: its read in progress (or its
-// next) returns at once with nothing read. A busy one stays.
+// next) returns at once with nothing read. A busy one stays. When a read
+// was in progress, stop waits until it returned: a byte the client sends
+// after stop returned is not read by this process (a read system call
+// already under way could take it, past the deadline).
 func (c *movableConn) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -251,6 +272,12 @@ func (c *movableConn) stop() {
 	c.stopping = true
 	if c.inRead {
 		c.Conn.SetReadDeadline(aLongTimeAgo)
+		if c.readDone == nil {
+			c.readDone = sync.NewCond(&c.mu)
+		}
+		for c.inRead {
+			c.readDone.Wait()
+		}
 	}
 }
 
@@ -293,6 +320,9 @@ func (c *movableConn) Read(p []byte) (int, error) {
 
 	c.mu.Lock()
 	c.inRead = false
+	if c.readDone != nil {
+		c.readDone.Broadcast()
+	}
 	if n > 0 {
 		c.waiting, c.movedIn = false, false
 	}

@@ -302,18 +302,23 @@ func (s *Server) drain(srv *http.Server, goaway func()) error {
 	if err := s.ln.Close(); errors.Is(err, errCloseTimeout) {
 		s.log.Warn("closing the listener timed out; draining anyway", "timeout", s.cfg.CloseTimeout.String())
 	}
-	// 2. Every response from now on carries "Connection: close";
-	// long-lived handlers are told to say goodbye (DrainContext), and
-	// HTTP/2 clients get GOAWAY: each moves to the next generation.
+	// Under baton, when a generation that replaces this one serves,
+	// idle keep-alive connections move to it instead of draining: those
+	// idle now at once, those busy when their response ended.
+	moving := s.hand != nil && s.hand.port.Drain(s.cfg.CloseTimeout)
+	if moving {
+		s.hand.moving.Store(true)
+	}
+	// 2. Every response from now on carries "Connection: close" (but on
+	// a connection that moves once idle); long-lived handlers are told
+	// to say goodbye (DrainContext), and HTTP/2 clients get GOAWAY:
+	// each moves to the next generation.
 	s.draining.Store(true)
 	close(s.stopping)
 	s.drained(ErrDraining)
 	if goaway != nil {
 		goaway()
 	}
-	// Under baton, idle keep-alive connections move to the generation
-	// that replaces this one, when one serves: they are not drained.
-	moving := s.hand != nil && s.hand.port.Drain(s.cfg.CloseTimeout)
 	if moving {
 		s.hand.moveIdle()
 	}
@@ -388,9 +393,9 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 		if s.stats != nil {
 			start = time.Now()
 		}
-		dw := &drainWriter{ResponseWriter: w, s: s}
+		dw := &drainWriter{ResponseWriter: w, s: s, r: r}
 		h.ServeHTTP(dw, r)
-		if !dw.wrote && s.draining.Load() {
+		if !dw.wrote && s.draining.Load() && s.closesAfter(r) {
 			// net/http writes the header of a handler that wrote nothing
 			// after it returns: still in time.
 			w.Header().Set("Connection", "close")
@@ -412,6 +417,7 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 type drainWriter struct {
 	http.ResponseWriter
 	s     *Server
+	r     *http.Request
 	wrote bool
 	code  int // the status written
 }
@@ -421,7 +427,7 @@ func (w *drainWriter) WriteHeader(code int) {
 		w.wrote, w.code = true, code
 		// A protocol switch (a WebSocket) needs its "Connection:
 		// Upgrade"; its handler says goodbye in its own protocol.
-		if w.s.draining.Load() && code != http.StatusSwitchingProtocols {
+		if w.s.draining.Load() && code != http.StatusSwitchingProtocols && w.s.closesAfter(w.r) {
 			w.ResponseWriter.Header().Set("Connection", "close")
 		}
 	}
