@@ -39,7 +39,10 @@
 //  2. marks itself draining: every response carries "Connection: close",
 //     so each keep-alive client closes after its current request, Health
 //     answers 503, long-lived handlers are told (DrainContext), and every
-//     HTTP/2 connection gets GOAWAY;
+//     HTTP/2 connection gets GOAWAY. Under baton, when a generation that
+//     replaces this one serves, idle plaintext HTTP/1.1 connections move
+//     to it instead (see below), busy ones as soon as their response
+//     ended, and responses do not ask clients to close;
 //  3. waits, up to DrainTimeout, for its open connections (counted with
 //     http.Server.ConnState, hijacked ones until their handler closes
 //     them) to reach zero; closes the hijacked connections left, then
@@ -102,6 +105,19 @@
 //
 // A gRPC server served beside HTTP needs the same signal: call its
 // GracefulStop when Stopping is closed.
+//
+// # Idle connections move
+//
+// Under baton (BATON_HANDOFF_FD), an idle keep-alive connection is passed,
+// as a file descriptor, to the generation that replaces this one, which
+// serves the client's next request on it: no close, no reconnect, and
+// this process exits as soon as its requests and tasks are done. A
+// connection moves only when the server's read of it began into an empty
+// buffer and returned nothing since it became idle: no byte of a next
+// request is in this process. TLS, HTTP/2 and hijacked connections never
+// move; a final stop drains as before. Config.DisableIdleHandoff turns it
+// off. The design, with who owns a connection at every moment, is in
+// DESIGN.md ("Idle connections move").
 //
 // # TLS and HTTP/2
 //

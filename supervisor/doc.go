@@ -11,7 +11,8 @@
 //  1. start generation N+1 with the same sockets, as fds 3, 4, … with
 //     LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (set by the exec shim to
 //     the child's own pid), a NOTIFY_SOCKET of its own, BATON_PROGRAM,
-//     BATON_GENERATION and BATON_STOP_TIMEOUT;
+//     BATON_GENERATION and BATON_STOP_TIMEOUT, and its handoff socket
+//     as the descriptor after them (BATON_HANDOFF_FD);
 //  2. wait until it is ready: READY=1 on its notify socket (from any of
 //     its processes, systemd-notify included), an HTTP check that only
 //     counts the new generation's own answers, or a delay;
@@ -51,6 +52,13 @@
 //   - A generation (generation.go) is a started process group: its
 //     reaper, output pumps, notify reader (notify.go) and readiness check
 //     (ready.go) post events to its program.
+//   - Idle connections (handoff.go, internal/handoff): each program has a
+//     router, which holds baton's end of every generation's handoff
+//     socket. The program's goroutine tells it which generation serves
+//     (setCurrent) before it stops the old one; a reader goroutine per
+//     generation answers it and passes the idle connections a draining
+//     generation sends to the serving one. A connection in baton's hands
+//     is baton's until the send to the next owner returned.
 //   - Listening sockets (sockets.go) live in a pool shared by every
 //     program; whoever needs them (a program's config, a running
 //     generation, a reload on its way) holds a lease and releases it

@@ -153,8 +153,13 @@ var Children = map[string]func() int{
 		if v, err := syscall.GetsockoptInt(3, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err == nil && v == 1 {
 			fd3 = "a listening socket"
 		}
-		fmt.Printf("grandchild env: LISTEN_FDS=%q LISTEN_PID=%q LISTEN_FDNAMES=%q NOTIFY_SOCKET=%q fd3=%s\n",
-			os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("NOTIFY_SOCKET"), fd3)
+		// fd 4 would be the handoff socket, after one listener.
+		fd4 := "no handoff socket"
+		if v, err := syscall.GetsockoptInt(4, syscall.SOL_SOCKET, syscall.SO_TYPE); err == nil && v == syscall.SOCK_SEQPACKET {
+			fd4 = "a handoff socket"
+		}
+		fmt.Printf("grandchild env: LISTEN_FDS=%q LISTEN_PID=%q LISTEN_FDNAMES=%q NOTIFY_SOCKET=%q BATON_HANDOFF_FD=%q fd3=%s fd4=%s\n",
+			os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("NOTIFY_SOCKET"), os.Getenv("BATON_HANDOFF_FD"), fd3, fd4)
 		return 0
 	},
 	// handoff-sink: takes the connections a draining generation passes
