@@ -131,13 +131,13 @@ func idleScenario(ctx context.Context, e *env, opt idleOptions, kind, front stri
 	}
 	defer t.kill()
 	addr := t.addr()
+	var proxy *nginxProxy
 	if front == "nginx" {
-		n, err := startNginx(ctx, filepath.Join(dir, "nginx"), addr)
-		if err != nil {
+		if proxy, err = startNginx(ctx, filepath.Join(dir, "nginx"), addr); err != nil {
 			return nil, err
 		}
-		defer n.stop()
-		addr = n.address
+		defer proxy.stop()
+		addr = proxy.address
 	}
 	e.logf("idle: %s: %d clients, pauses up to %v, %s", name, opt.Clients, opt.MaxPause, plural(opt.Handovers, "handover"))
 
@@ -186,6 +186,11 @@ func idleScenario(ctx context.Context, e *env, opt idleOptions, kind, front stri
 		r.DialsPerHandover = round(float64(r.Dials)/float64(r.Handovers), 2)
 	}
 	r.OldLifetime, r.TriggerToServing = pcts(lifetimes), pcts(serving)
+	if proxy != nil {
+		// Before the target: a final stop has no successor, and would
+		// wait out its drain for nginx's idle connections.
+		proxy.stop()
+	}
 	if _, err := t.stop(); err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// ErrNoNginx: nginx is not installed (Debian: apt-get install nginx).
+// errNoNginx: nginx is not installed (Debian: apt-get install nginx).
 var errNoNginx = errors.New("nginx not found in PATH or /usr/sbin; install it (Debian: apt-get install nginx)")
 
 // findNginx returns the nginx binary: in PATH, or Debian's /usr/sbin,
@@ -117,8 +117,12 @@ func startNginx(ctx context.Context, dir, upstream string) (*nginxProxy, error) 
 	}
 }
 
-// stop ends nginx gracefully (SIGQUIT), or kills it.
+// stop ends nginx gracefully (SIGQUIT), or kills it. It may be called
+// again.
 func (n *nginxProxy) stop() {
+	if n.p.exited() {
+		return
+	}
 	if _, err := n.p.stop(syscall.SIGQUIT, killTimeout); err != nil {
 		n.p.kill()
 	}

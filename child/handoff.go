@@ -161,11 +161,7 @@ func (h *handoffState) send(c *movableConn) bool {
 		h.moved.Add(1)
 		return true
 	}
-	if h.port.Requeue(c.Conn) {
-		h.returned.Add(1)
-		return true
-	}
-	return false
+	return h.port.Requeue(c.Conn) // counted as returned when it arrives
 }
 
 // arrivals is the listener of the connections passed to this process.
