@@ -29,6 +29,7 @@ program "web" {
 		{"ready timeout", p.Ready.Timeout, DefaultReadyTimeout},
 		{"stop signal", p.Stop.Signal, syscall.SIGTERM},
 		{"stop timeout", p.Stop.Timeout, 30 * time.Second},
+		{"stop move_idle", p.Stop.MoveIdle, true},
 		{"restart", p.Restart.Policy, RestartAlways},
 		{"log level", f.Log.Level, "info"},
 		{"log format", f.Log.Format, "text"},
@@ -57,8 +58,9 @@ program "web" {
     timeout  = "5s"
   }
   stop {
-    signal  = "INT"
-    timeout = "1m"
+    signal    = "INT"
+    timeout   = "1m"
+    move_idle = false
   }
   restart {
     policy      = "on-failure"
@@ -75,7 +77,7 @@ program "web" {
 	if p.Command[0] != "web" || p.Dir != "/srv/app" || strings.Join(p.Env, ",") != "A=1,B=2" ||
 		p.Listeners[0].Address != "unix:/srv/run/web.sock" || p.Listeners[1].Address != "[::1]:9000" ||
 		p.Ready.Mode != ReadyHTTP || p.Ready.Listener != "admin" || p.Ready.Timeout != 5*time.Second ||
-		p.Stop.Signal != syscall.SIGINT || p.Stop.Timeout != time.Minute ||
+		p.Stop.Signal != syscall.SIGINT || p.Stop.Timeout != time.Minute || p.Stop.MoveIdle ||
 		p.Restart != (RestartConfig{RestartOnFailure, 100 * time.Millisecond, 5 * time.Second, 10 * time.Second}) ||
 		f.Log != (LogConfig{Level: "debug", Format: "json", LevelSet: true, File: LogFile{MaxSize: DefaultLogMaxSize, MaxFiles: DefaultLogMaxFiles}}) {
 		t.Fatalf("have %+v, %+v", f.Log, *p)
