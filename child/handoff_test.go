@@ -361,3 +361,25 @@ func dialTLS(t *testing.T, addr string, useTLS bool, cert *testtls.Cert) net.Con
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// A connection that moved is idle, not new, to the server that takes it:
+// its header timeout starts at its first byte. A client idle for longer
+// than the new server's ReadHeaderTimeout is still answered.
+func TestHandoff_movedConnectionIsIdleNotNew(t *testing.T) {
+	r := handoff.NewRouter(hclog.NewNullLogger())
+	old := newGeneration(t, r, 1, "old", Config{})
+	cur := newGeneration(t, r, 2, "new", Config{HTTP: &http.Server{ReadHeaderTimeout: 50 * time.Millisecond}})
+	r.SetCurrent(cur.peer)
+	c := dial(t, old.s.Addr())
+	io.WriteString(c, post("one"))
+	c.response(t)
+	old.stop()
+	if err := old.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the client idles: the behaviour under test
+	io.WriteString(c, post("two"))
+	if body, _ := c.response(t); body != "new:two" {
+		t.Fatalf("want new:two, have %q", body)
+	}
+}
