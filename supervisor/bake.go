@@ -165,7 +165,7 @@ func (p *program) endBake(passed bool, why string) {
 	if passed {
 		old := p.current
 		p.adopt(b.req)
-		p.current = g
+		p.setCurrent(g) // before the old one is told to stop: its idle connections come here
 		p.enter(phaseRunning)
 		p.stats.Handovers++
 		if old != nil {
