@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -305,4 +306,36 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(entries)
+}
+
+// A saved env file hands the program over with the new values, which
+// reach the program and never baton's log or status; a broken one changes
+// nothing.
+func TestEnvFile_saveHandsOver(t *testing.T) {
+	dir := t.TempDir()
+	env := filepath.Join(dir, "app.env")
+	proctest.Replace(t, env, "API_TOKEN=s3cr3t-one\n")
+	block := strings.Replace(fakeProgram("app", "serve", ""), "  env ", fmt.Sprintf("  env_file = [%q]\n  env ", env), 1)
+	h := newHarness(t, `watch { debounce = "50ms" }`+block)
+	h.waitEvent("app", "ready", 1)
+	addr := h.sup.Addr("app", "http")
+	if e := proctest.Get(t, "http://"+addr+"/env"); !strings.Contains(e, "API_TOKEN=s3cr3t-one\n") {
+		t.Fatalf("the env file's value did not reach the program:\n%s", e)
+	}
+	proctest.Replace(t, env, "API_TOKEN=s3cr3t-two\n")
+	h.waitEvent("app", "ready", 2)
+	if e := proctest.Get(t, "http://"+addr+"/env"); !strings.Contains(e, "API_TOKEN=s3cr3t-two\n") {
+		t.Fatalf("the new value did not reach the program:\n%s", e)
+	}
+	proctest.Replace(t, env, "API_TOKEN s3cr3t-broken\n")
+	h.waitLog("Invalid env file", 1)
+	st := h.status("app")
+	if st.Generation != 2 {
+		t.Fatalf("a broken env file changed something: %+v", st)
+	}
+	b, _ := json.Marshal(h.sup.Status())
+	h.stop()
+	if strings.Contains(h.log.String(), "s3cr3t") || strings.Contains(string(b), "s3cr3t") {
+		t.Fatalf("a value of the env file is in the log or the status:\n%s\n%s", h.log, b)
+	}
 }

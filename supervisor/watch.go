@@ -24,6 +24,13 @@ func (s *Supervisor) watchTargets() []*watch.Target {
 		}})
 	}
 	for _, pc := range f.Programs {
+		// An env file is part of the config: a change is a reload, which
+		// hands over the programs whose environment changed.
+		for _, ef := range pc.EnvFiles {
+			ts = append(ts, &watch.Target{Path: ef, Content: true, Debounce: f.Watch.Debounce, Fire: func([]string) {
+				s.reloadLater(ReloadRequest{Reason: "env file changed"})
+			}})
+		}
 		if !pc.Watch.Enabled {
 			continue
 		}

@@ -104,7 +104,8 @@ type Program struct {
 	Name      string        // the block's label
 	Command   []string      // Command[0] is absolute, or a bare name looked up in PATH at start
 	Dir       string        // absolute
-	Env       []string      // KEY=VALUE, sorted, added to baton's environment
+	Env       []string      // KEY=VALUE, sorted, added to baton's environment: the env files', then env's
+	EnvFiles  []string      // absolute: the env_file list, read into Env
 	CleanEnv  bool          // start from an empty environment (but PATH) instead of baton's
 	User      string        // run as this user (baton must run as root)
 	Group     string        // and group; default the user's primary group

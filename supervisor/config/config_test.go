@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -81,6 +83,49 @@ program "web" {
 		p.Restart != (RestartConfig{RestartOnFailure, 100 * time.Millisecond, 5 * time.Second, 10 * time.Second}) ||
 		f.Log != (LogConfig{Level: "debug", Format: "json", LevelSet: true, File: LogFile{MaxSize: DefaultLogMaxSize, MaxFiles: DefaultLogMaxFiles}}) {
 		t.Fatalf("have %+v, %+v", f.Log, *p)
+	}
+}
+
+// Env files are read in order, a later one overriding an earlier one,
+// and env overrides them all; a missing or malformed file is an error
+// with the attribute's position that never shows a file's content.
+func TestParse_envFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, ".env"), []byte("A=from-env\nB=from-env\n# a comment\nexport C=\"quoted value\"\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("B=from-secrets\nTOKEN=s3cr3t\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "broken.env"), []byte("GOOD=1\nBAD KEY s3cr3t-value\n"), 0o600)
+	src := func(files, env string) []byte {
+		return []byte(`program "web" {
+  command  = ["./web"]
+  env_file = [` + files + `]
+  env      = { ` + env + ` }
+  listener "http" { address = "127.0.0.1:8080" }
+}`)
+	}
+	f, diags := Parse(src(`".env", "secrets.env"`, `A = "from-config"`), "config.hcl", dir)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	p := f.Programs[0]
+	if have, want := strings.Join(p.Env, ","), "A=from-config,B=from-secrets,C=quoted value,TOKEN=s3cr3t"; have != want {
+		t.Fatalf("env: want %q, have %q", want, have)
+	}
+	if len(p.EnvFiles) != 2 || p.EnvFiles[1] != filepath.Join(dir, "secrets.env") {
+		t.Fatalf("env files: %v", p.EnvFiles)
+	}
+	for _, tc := range []struct{ files, want string }{
+		{`"missing.env"`, "config.hcl:3,14-29: Cannot read an env file"},
+		{`".env", "broken.env"`, "broken.env: line 2 is not KEY=VALUE"},
+	} {
+		_, diags := Parse(src(tc.files, ""), "config.hcl", dir)
+		var all []string
+		for _, d := range diags {
+			all = append(all, FormatDiagnostic(d))
+		}
+		joined := strings.Join(all, "\n")
+		if !diags.HasErrors() || !strings.Contains(joined, tc.want) || strings.Contains(joined, "s3cr3t") {
+			t.Fatalf("%s: want %q and no secret, have %s", tc.files, tc.want, joined)
+		}
 	}
 }
 

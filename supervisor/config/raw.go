@@ -95,6 +95,8 @@ type rawProgram struct {
 	DirRange     hcl.Range         `hcl:"dir,attr_value_range"`
 	Env          map[string]string `hcl:"env,optional"`
 	EnvRange     hcl.Range         `hcl:"env,attr_value_range"`
+	EnvFile      []string          `hcl:"env_file,optional"`
+	EnvFileRange hcl.Range         `hcl:"env_file,attr_value_range"`
 	CleanEnv     *bool             `hcl:"clean_env,optional"`
 	User         *string           `hcl:"user,optional"`
 	UserRange    hcl.Range         `hcl:"user,attr_value_range"`

@@ -13,6 +13,7 @@ import (
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/joho/godotenv"
 )
 
 // validator turns the raw schema into a File, one method per block. Each
@@ -150,7 +151,7 @@ func (v *validator) program(rp *rawProgram) *Program {
 			v.warnf(rp.DirRange, "Directory not found", "%s is not a directory (yet); the program cannot start until it is.", p.Dir)
 		}
 	}
-	p.Env = v.env(rp.Env, rp.EnvRange, true)
+	p.EnvFiles, p.Env = v.envFiles(rp.EnvFile, rp.EnvFileRange, v.env(rp.Env, rp.EnvRange, true))
 	setBool(&p.CleanEnv, rp.CleanEnv)
 	v.user(rp, p)
 	if rp.Log != nil {
@@ -195,6 +196,61 @@ func (v *validator) env(m map[string]string, rng hcl.Range, program bool) []stri
 	}
 	sort.Strings(out)
 	return out
+}
+
+// envFiles reads the env files (dotenv syntax) in order and returns
+// their paths and the program's environment: each file's variables, a
+// later file's overriding an earlier one's, then env's over all. The
+// values may be secrets: no message shows a file's content.
+func (v *validator) envFiles(files []string, rng hcl.Range, env []string) ([]string, []string) {
+	if len(files) == 0 {
+		return nil, env
+	}
+	merged := map[string]string{}
+	var paths []string
+	for _, f := range files {
+		path := v.path(f)
+		paths = append(paths, path)
+		src, err := os.ReadFile(path)
+		if err != nil {
+			v.errorf(rng, "Cannot read an env file", "%v.", err)
+			continue
+		}
+		vars, err := godotenv.UnmarshalBytes(src)
+		if err != nil {
+			v.errorf(rng, "Invalid env file", "%s: line %d is not KEY=VALUE in dotenv syntax (its content is not shown: it may hold a secret).", path, badDotenvLine(src))
+			continue
+		}
+		for k, val := range vars {
+			if ReservedEnv(k) {
+				v.errorf(rng, "Reserved environment variable", "%s sets %s, which baton sets for each generation.", path, k)
+				continue
+			}
+			merged[k] = val
+		}
+	}
+	for _, kv := range env {
+		k, val, _ := strings.Cut(kv, "=")
+		merged[k] = val
+	}
+	out := make([]string, 0, len(merged))
+	for k, val := range merged {
+		out = append(out, k+"="+val)
+	}
+	sort.Strings(out)
+	return paths, out
+}
+
+// badDotenvLine returns the first line at which src stops parsing as a
+// dotenv file: the shortest prefix of whole lines that fails.
+func badDotenvLine(src []byte) int {
+	lines := strings.SplitAfter(string(src), "\n")
+	for n := 1; n <= len(lines); n++ {
+		if _, err := godotenv.UnmarshalBytes([]byte(strings.Join(lines[:n], ""))); err != nil {
+			return n
+		}
+	}
+	return len(lines)
 }
 
 func (v *validator) user(rp *rawProgram, p *Program) {
