@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/protocol"
@@ -15,6 +16,7 @@ import (
 // that programs this process starts do not take sockets or notifications
 // that were meant for it (sd_listen_fds(3) with unset_environment set).
 var env struct {
+	watchdog  time.Duration // WATCHDOG_USEC: send WATCHDOG=1 at least this often; 0: no watchdog
 	once      sync.Once
 	mu        sync.Mutex
 	files     map[string]*os.File // inherited sockets not yet taken, by name
@@ -32,6 +34,7 @@ func takeEnv() {
 	env.once.Do(func() {
 		env.notify = os.Getenv(protocol.EnvNotifySocket)
 		os.Unsetenv(protocol.EnvNotifySocket)
+		env.watchdog = watchdogFromEnv()
 		env.handoff, env.handoffErr = handoff.FromEnv(os.Getenv(protocol.EnvListenPID))
 		in, err := protocol.InheritFromEnv()
 		if err != nil {
@@ -105,4 +108,19 @@ func Generation() int {
 // Supervised reports whether this process was started by baton.
 func Supervised() bool {
 	return os.Getenv(protocol.EnvProgram) != ""
+}
+
+// watchdogFromEnv reads systemd's watchdog (sd_watchdog_enabled(3)):
+// WATCHDOG_USEC, for this process when WATCHDOG_PID is unset or names
+// it. It removes both, so that what the program starts does not inherit
+// them.
+func watchdogFromEnv() time.Duration {
+	usec, pid := os.Getenv(protocol.EnvWatchdogUsec), os.Getenv(protocol.EnvWatchdogPID)
+	os.Unsetenv(protocol.EnvWatchdogUsec)
+	os.Unsetenv(protocol.EnvWatchdogPID)
+	n, err := strconv.ParseInt(usec, 10, 64)
+	if err != nil || n <= 0 || (pid != "" && pid != strconv.Itoa(os.Getpid())) {
+		return 0
+	}
+	return time.Duration(n) * time.Microsecond
 }

@@ -70,6 +70,12 @@ type Config struct {
 	HTTP *http.Server
 	// Signals start the drain. Default SIGTERM and SIGINT.
 	Signals []os.Signal
+	// WatchdogCheck, when set, runs before each WATCHDOG=1 of systemd's
+	// watchdog (WATCHDOG_USEC, which baton sets for a program with
+	// liveness { watchdog }): the ping is skipped when it fails, and the
+	// supervisor replaces the process once none came in time. Without it
+	// the server pings while its process runs.
+	WatchdogCheck func(ctx context.Context) error
 
 	// DisableIdleHandoff keeps idle keep-alive connections in this
 	// process until the drain closes them, as before. By default, under
@@ -266,6 +272,11 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 		stop := make(chan struct{})
 		defer close(stop)
 		go s.stats.report(stop)
+	}
+	if env.watchdog > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go s.pingWatchdog(env.watchdog/2, stop)
 	}
 
 	var cause error

@@ -166,6 +166,7 @@ func (p *program) endBake(passed bool, why string) {
 		old := p.current
 		p.adopt(b.req)
 		p.setCurrent(g) // before the old one is told to stop: its idle connections come here
+		p.startMonitor(g)
 		p.enter(phaseRunning)
 		p.stats.Handovers++
 		if old != nil {

@@ -56,6 +56,16 @@ type generation struct {
 	// byHandover: it was told to stop because a successor was ready.
 	times      startTimes
 	byHandover bool
+	// Its health while it serves (monitor.go): the monitor's stop, the
+	// watchdog, the probes that failed in a row, its last memory sample,
+	// and why it is being replaced (hung: it gets SIGQUIT before SIGKILL).
+	stopMonitor   func()
+	watchdog      timer
+	probeFailures int
+	rss           int64
+	replacedBy    string
+	hung          bool
+	quitSent      bool
 }
 
 // startTimes are the moments of a generation's start: the trigger of its
@@ -114,6 +124,15 @@ func (g *generation) stopReady() {
 	}
 }
 
+// unwatch stops watching g's health: it no longer serves.
+func (g *generation) unwatch() {
+	if g.stopMonitor != nil {
+		g.stopMonitor()
+		g.stopMonitor = nil
+	}
+	g.watchdog.cancel()
+}
+
 func (g *generation) stopProbe() {
 	if g.cancelProbe != nil {
 		g.cancelProbe()
@@ -125,6 +144,7 @@ func (g *generation) stopProbe() {
 func (g *generation) close() {
 	g.stopReady()
 	g.stopProbe()
+	g.unwatch()
 	if g.notify != nil {
 		g.notify.close()
 	}
@@ -339,6 +359,9 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 	)
 	if sp.statsEvery > 0 {
 		env = append(env, protocol.EnvStatsInterval+"="+sp.statsEvery.String())
+	}
+	if l := sp.cfg.Liveness; l != nil && l.Watchdog > 0 {
+		env = append(env, protocol.EnvWatchdogUsec+"="+strconv.FormatInt(l.Watchdog.Microseconds(), 10))
 	}
 	env = append(env, handoffEnv...)
 	exe, args, env := execshim.Command(sp.path, sp.cfg.Command, env)

@@ -27,6 +27,9 @@ var (
 	descRestarts  = prometheus.NewDesc("baton_program_restarts_total", "Restarts after the serving generation exited on its own.", []string{"program"}, nil)
 	descHandovers = prometheus.NewDesc("baton_program_handovers_total", "Completed handovers from one generation to the next.", []string{"program"}, nil)
 	descRollbacks = prometheus.NewDesc("baton_program_rollbacks_total", "New generations that exited or missed their ready timeout while another one served.", []string{"program"}, nil)
+	descLiveness  = prometheus.NewDesc("baton_program_liveness_failures_total", "Serving generations replaced by a handover because they hung (liveness probe or watchdog).", []string{"program"}, nil)
+	descMemRepl   = prometheus.NewDesc("baton_program_memory_replacements_total", "Serving generations replaced by a handover because they grew past the memory limit.", []string{"program"}, nil)
+	descMemory    = prometheus.NewDesc("baton_program_memory_bytes", "Resident memory of the serving generation's process group at the last sample.", []string{"program"}, nil)
 	descReverts   = prometheus.NewDesc("baton_program_reverts_total", "New generations that were ready but failed their bake: the old one served on.", []string{"program"}, nil)
 	descGen       = prometheus.NewDesc("baton_program_generation", "The generation that serves (0 when none does).", []string{"program"}, nil)
 	descUp        = prometheus.NewDesc("baton_program_up", "1 when a generation of the program serves.", []string{"program"}, nil)
@@ -88,7 +91,7 @@ func (m *metrics) observeDrain(program string, d time.Duration) {
 type statusCollector struct{ s *Supervisor }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRestarts, descHandovers, descRollbacks, descReverts, descGen, descUp, descDraining} {
+	for _, d := range []*prometheus.Desc{descRestarts, descHandovers, descRollbacks, descReverts, descLiveness, descMemRepl, descMemory, descGen, descUp, descDraining} {
 		ch <- d
 	}
 }
@@ -103,6 +106,9 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descHandovers, prometheus.CounterValue, float64(st.Handovers), st.Name)
 		ch <- prometheus.MustNewConstMetric(descRollbacks, prometheus.CounterValue, float64(st.Rollbacks), st.Name)
 		ch <- prometheus.MustNewConstMetric(descReverts, prometheus.CounterValue, float64(st.Reverts), st.Name)
+		ch <- prometheus.MustNewConstMetric(descLiveness, prometheus.CounterValue, float64(st.LivenessFailures), st.Name)
+		ch <- prometheus.MustNewConstMetric(descMemRepl, prometheus.CounterValue, float64(st.MemoryReplacements), st.Name)
+		ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, float64(st.Memory), st.Name)
 		ch <- prometheus.MustNewConstMetric(descGen, prometheus.GaugeValue, float64(st.Generation), st.Name)
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, st.Name)
 		ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, float64(len(st.Draining)), st.Name)

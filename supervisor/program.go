@@ -114,13 +114,18 @@ type handoverResult struct {
 
 // programStats are a program's counters and last events.
 type programStats struct {
-	Restarts  int                 // restarts after the serving generation exited on its own
-	Handovers int                 // completed handovers
-	Rollbacks int                 // new generations that failed while another served
-	Reverts   int                 // new generations that failed their bake
-	LastExit  *control.ExitRecord // the last generation that exited
-	LastError string              // the last failed start or handover
-	LastBake  *control.BakeStatus // the last bake that ended
+	Restarts  int // restarts after the serving generation exited on its own
+	Handovers int // completed handovers
+	Rollbacks int // new generations that failed while another served
+	Reverts   int // new generations that failed their bake
+	// LivenessFailures and MemoryReplacements count serving generations
+	// replaced because they hung or grew past the memory limit.
+	LivenessFailures   int
+	MemoryReplacements int
+	LastLiveness       string              // the last liveness result
+	LastExit           *control.ExitRecord // the last generation that exited
+	LastError          string              // the last failed start or handover
+	LastBake           *control.BakeStatus // the last bake that ended
 }
 
 // keptBinary is a copy (or link) of the binary a generation served with,
@@ -178,7 +183,19 @@ type (
 		pass  bool
 		reply chan error
 	}
-	evKept     struct{ kept keptBinary }
+	evKept  struct{ kept keptBinary }
+	evProbe struct { // a liveness probe of the serving generation
+		g   *generation
+		err error
+	}
+	evWatchdog struct {
+		g  *generation
+		id uint64
+	}
+	evMemory struct {
+		g   *generation
+		rss int64
+	}
 	evRollback struct{ req *request }
 )
 
@@ -258,6 +275,12 @@ func (p *program) handle(ev event) {
 		p.onVerdict(ev.pass, ev.reply)
 	case evKept:
 		p.onKept(ev.kept)
+	case evProbe:
+		p.onProbe(ev.g, ev.err)
+	case evWatchdog:
+		p.onWatchdog(ev.g, ev.id)
+	case evMemory:
+		p.onMemory(ev.g, ev.rss)
 	case evRollback:
 		p.onRollback(ev.req)
 	}
@@ -600,6 +623,9 @@ func (p *program) onNotify(g *generation, m protocol.Message) {
 	if m.Stats != nil {
 		g.stats = m.Stats
 	}
+	if m.Watchdog && g == p.current && g.watchdog.id != 0 {
+		p.armWatchdog(g)
+	}
 	starting := p.attempt != nil && p.attempt.gen == g
 	if m.ExtendTimeoutUsec > 0 && g.deadline.id != 0 && (starting || !g.stopAt.IsZero()) {
 		// The program asks for more time to start or to stop.
@@ -634,6 +660,7 @@ func (p *program) onReady(g *generation) {
 	p.adopt(a.req)
 	old := p.current
 	p.setCurrent(g) // before the old one is told to stop: its idle connections come here
+	p.startMonitor(g)
 	p.enter(phaseRunning)
 	readyIn := g.readyAt.Sub(g.started).Round(time.Millisecond)
 	if old != nil {
@@ -668,6 +695,15 @@ func (p *program) onDeadline(ev evDeadline) {
 			p.kill(g, fmt.Sprintf("not ready within %v", g.cfg.Ready.Timeout))
 		}
 	case "stop":
+		if g.hung && !g.quitSent {
+			// It hung: SIGQUIT first, so that a Go program prints every
+			// goroutine's stack into the log, then SIGKILL.
+			g.quitSent = true
+			p.log.Warn("the hung generation outlived its stop timeout: SIGQUIT, for its stacks, then SIGKILL", "gen", g.n, "pid", g.pid)
+			g.signal(syscall.SIGQUIT)
+			g.deadline = p.armTimer(config.DefaultHungQuitGrace, func(id uint64) event { return evDeadline{g: g, id: id, during: "stop"} })
+			return
+		}
 		p.kill(g, fmt.Sprintf("still running %v after %s", g.cfg.Stop.Timeout, config.SignalName(g.cfg.Stop.Signal)))
 	}
 }
@@ -679,6 +715,7 @@ func (p *program) stop(g *generation) {
 	}
 	g.stopAt = time.Now()
 	g.stopReady()
+	g.unwatch()
 	g.deadline.cancel()
 	g.deadline = p.armTimer(g.cfg.Stop.Timeout, func(id uint64) event { return evDeadline{g: g, id: id, during: "stop"} })
 	if err := g.signal(g.cfg.Stop.Signal); err != nil && !errors.Is(err, syscall.ESRCH) {

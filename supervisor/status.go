@@ -17,9 +17,13 @@ func (p *program) status() control.ProgramStatus {
 		Handovers: p.stats.Handovers,
 		Rollbacks: p.stats.Rollbacks,
 		Reverts:   p.stats.Reverts,
-		LastExit:  p.stats.LastExit,
-		LastError: p.stats.LastError,
-		Reason:    p.exitReason,
+
+		LivenessFailures:   p.stats.LivenessFailures,
+		MemoryReplacements: p.stats.MemoryReplacements,
+		LastLiveness:       p.stats.LastLiveness,
+		LastExit:           p.stats.LastExit,
+		LastError:          p.stats.LastError,
+		Reason:             p.exitReason,
 	}
 	for i, l := range p.cfg.Listeners {
 		addr := p.lease.bound(i)
@@ -33,7 +37,7 @@ func (p *program) status() control.ProgramStatus {
 	}
 	if g := p.current; g != nil {
 		started := g.started
-		st.Generation, st.PID, st.StartedAt, st.Status = g.n, g.pid, &started, g.status
+		st.Generation, st.PID, st.StartedAt, st.Status, st.Memory = g.n, g.pid, &started, g.status, g.rss
 	}
 	if a := p.attempt; a != nil {
 		st.Pending = a.gen.n

@@ -241,6 +241,7 @@ func New(cfg Config) (*Supervisor, error) {
 		drained:    s.metrics.observeDrain,
 		baked:      s.metrics.observeBake,
 		bakeProbe:  bakeProbe,
+		monitor:    monitor,
 		keep:       (&keeper{dir: filepath.Join(file.Dir, ".baton", "bin"), log: s.log, bg: s.background}).keep,
 	}
 	for _, p := range file.Programs {

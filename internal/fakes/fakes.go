@@ -6,6 +6,7 @@ package fakes
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -47,6 +48,51 @@ var Children = map[string]func() int{
 			code, _ = strconv.Atoi(v)
 		}
 		return code
+	},
+	// sick: serves, but FAKE_SICK_AFTER after it started (in generation
+	// FAKE_SICK_GEN only, when set) its /healthz
+	// never answers and its watchdog check fails, as a process whose
+	// database pool deadlocked; it ignores SIGTERM (only SIGQUIT or
+	// SIGKILL end it). "/" still answers.
+	"sick": func() int {
+		d, _ := time.ParseDuration(os.Getenv("FAKE_SICK_AFTER"))
+		sick := time.Now().Add(d)
+		if gen := os.Getenv("FAKE_SICK_GEN"); gen != "" && gen != os.Getenv("BATON_GENERATION") {
+			sick = time.Now().Add(time.Hour) // only that generation falls sick
+		}
+		signal.Ignore(syscall.SIGTERM)
+		return fakeServeWith(child.Config{Signals: []os.Signal{syscall.SIGUSR2},
+			WatchdogCheck: func(ctx context.Context) error {
+				if time.Now().After(sick) {
+					return errors.New("fake: the database pool is stuck")
+				}
+				return nil
+			}}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if time.Now().After(sick) {
+				<-r.Context().Done() // the behaviour under test: a stuck health check
+				return
+			}
+			fmt.Fprint(w, "ok")
+		}))
+	},
+	// leak: serves, and grows its memory by FAKE_LEAK_MB every 50 ms (in
+	// generation FAKE_LEAK_GEN only, when set), as a leak does.
+	"leak": func() int {
+		mb, _ := strconv.Atoi(os.Getenv("FAKE_LEAK_MB"))
+		if gen := os.Getenv("FAKE_LEAK_GEN"); gen != "" && gen != os.Getenv("BATON_GENERATION") {
+			mb = 0
+		}
+		var kept [][]byte
+		go func() {
+			for range time.Tick(50 * time.Millisecond) { // the behaviour under test: a steady leak
+				b := make([]byte, mb<<20)
+				for i := 0; i < len(b); i += 4096 {
+					b[i] = 1 // resident, not just reserved
+				}
+				kept = append(kept, b)
+			}
+		}()
+		return fakeServe(child.Config{})
 	},
 	// crash: fails at start, saying why on stderr.
 	"crash": func() int {
@@ -199,6 +245,11 @@ var Children = map[string]func() int{
 }
 
 func fakeServe(cfg child.Config) int {
+	return fakeServeWith(cfg, nil)
+}
+
+// fakeServeWith is fakeServe with health, when not nil, for /healthz.
+func fakeServeWith(cfg child.Config, health http.Handler) int {
 	notify := os.Getenv("NOTIFY_SOCKET") // child.New takes it from the environment
 	srv, err := child.New(cfg)
 	if err != nil {
@@ -226,7 +277,10 @@ func fakeServe(cfg child.Config) int {
 		}
 		fmt.Fprint(w, os.Getpid())
 	})
-	mux.Handle("/healthz", srv.Health())
+	if health == nil {
+		health = srv.Health()
+	}
+	mux.Handle("/healthz", health)
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		groups, _ := syscall.Getgroups()
 		fmt.Fprintf(w, "uid=%d gid=%d groups=%v", os.Getuid(), os.Getgid(), groups)

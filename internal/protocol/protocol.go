@@ -26,6 +26,10 @@ const (
 	// EnvStopTimeout carries the program's stop timeout (a Go duration),
 	// so that the child can fit its drain bounds in it.
 	EnvStopTimeout = "BATON_STOP_TIMEOUT"
+	// EnvWatchdogUsec is systemd's watchdog: send WATCHDOG=1 at least
+	// every that many microseconds (sd_watchdog_enabled(3)).
+	EnvWatchdogUsec = "WATCHDOG_USEC"
+	EnvWatchdogPID  = "WATCHDOG_PID"
 	// EnvHandoffFD names the inherited descriptor of a generation's
 	// handoff socket, over which idle connections move between
 	// generations (package internal/handoff). It is not counted in

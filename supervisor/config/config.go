@@ -101,22 +101,45 @@ type LogConfig struct {
 
 // Program is a program block.
 type Program struct {
-	Name      string        // the block's label
-	Command   []string      // Command[0] is absolute, or a bare name looked up in PATH at start
-	Dir       string        // absolute
-	Env       []string      // KEY=VALUE, sorted, added to baton's environment: the env files', then env's
-	EnvFiles  []string      // absolute: the env_file list, read into Env
-	CleanEnv  bool          // start from an empty environment (but PATH) instead of baton's
-	User      string        // run as this user (baton must run as root)
-	Group     string        // and group; default the user's primary group
-	Log       LogFile       // the program's output goes to this file instead of baton's log
-	Listeners []Listener    // in file order: fds 3, 4, …
-	Ready     ReadyConfig   // the ready block
-	Stop      StopConfig    // the stop block
-	Restart   RestartConfig // the restart block
-	Watch     ProgramWatch  // the program's watch block
-	Build     *BuildConfig  // nil without a build block
-	Bake      *BakeConfig   // nil without a bake block: a ready generation takes over at once
+	Name      string          // the block's label
+	Command   []string        // Command[0] is absolute, or a bare name looked up in PATH at start
+	Dir       string          // absolute
+	Env       []string        // KEY=VALUE, sorted, added to baton's environment: the env files', then env's
+	EnvFiles  []string        // absolute: the env_file list, read into Env
+	CleanEnv  bool            // start from an empty environment (but PATH) instead of baton's
+	User      string          // run as this user (baton must run as root)
+	Group     string          // and group; default the user's primary group
+	Log       LogFile         // the program's output goes to this file instead of baton's log
+	Listeners []Listener      // in file order: fds 3, 4, …
+	Ready     ReadyConfig     // the ready block
+	Stop      StopConfig      // the stop block
+	Restart   RestartConfig   // the restart block
+	Watch     ProgramWatch    // the program's watch block
+	Build     *BuildConfig    // nil without a build block
+	Bake      *BakeConfig     // nil without a bake block: a ready generation takes over at once
+	Liveness  *LivenessConfig // nil without a liveness block
+	Limits    LimitsConfig    // the limits block
+}
+
+// LivenessConfig is the liveness block: how baton tells that the serving
+// generation hung. A hung generation is replaced by a handover, then
+// stopped.
+type LivenessConfig struct {
+	Path     string        // an HTTP probe's path; "" for none
+	Listener string        // the probe's listener
+	Interval time.Duration // between probes
+	Failures int           // probes in a row that fail before it counts as hung
+	// Watchdog, when set, is systemd's watchdog: the program gets
+	// WATCHDOG_USEC and must send WATCHDOG=1 at least that often.
+	Watchdog time.Duration
+}
+
+// LimitsConfig is the limits block.
+type LimitsConfig struct {
+	// Memory is the resident memory (bytes) of a generation's process
+	// group above which it is replaced by a handover; 0 for no limit.
+	Memory   int64
+	Interval time.Duration // how often memory is sampled
 }
 
 // BakeConfig is the bake block: after a handover's new generation is
@@ -302,7 +325,8 @@ func Parse(src []byte, filename, dir string) (*File, hcl.Diagnostics) {
 func ReservedEnv(k string) bool {
 	switch k {
 	case protocol.EnvListenFDs, protocol.EnvListenPID, protocol.EnvListenFDNames, protocol.EnvNotifySocket,
-		protocol.EnvProgram, protocol.EnvGeneration, protocol.EnvStopTimeout, protocol.EnvHandoffFD:
+		protocol.EnvProgram, protocol.EnvGeneration, protocol.EnvStopTimeout, protocol.EnvHandoffFD,
+		protocol.EnvWatchdogUsec, protocol.EnvWatchdogPID, protocol.EnvStatsInterval:
 		return true
 	}
 	return false

@@ -28,6 +28,18 @@ const (
 	DefaultBakeDuration  = 30 * time.Second
 	DefaultBakeInterval  = time.Second
 	DefaultBakeMaxErrors = 0.01
+	// The liveness block's defaults: probe every DefaultLivenessInterval,
+	// replace the generation after DefaultLivenessFailures failures in a
+	// row.
+	DefaultLivenessInterval = 10 * time.Second
+	DefaultLivenessFailures = 3
+	// DefaultLimitsInterval is how often the limits block samples a
+	// generation's memory.
+	DefaultLimitsInterval = 5 * time.Second
+	// DefaultHungQuitGrace is how long a hung generation has, after the
+	// SIGQUIT that makes a Go program print its goroutines' stacks, before
+	// its SIGKILL.
+	DefaultHungQuitGrace = 2 * time.Second
 	// DefaultBuildDebounce is the quiet time after a source change before
 	// baton dev builds: an editor's save is over in a few milliseconds,
 	// and a change during a build cancels it, so waiting longer only adds
@@ -73,7 +85,13 @@ func defaultProgram(name, dir string) *Program {
 		Stop:    StopConfig{Signal: DefaultStopSignal, Timeout: DefaultStopTimeout, MoveIdle: true},
 		Restart: RestartConfig{Policy: DefaultRestart, Backoff: DefaultBackoff, MaxBackoff: DefaultMaxBackoff, ResetAfter: DefaultResetAfter},
 		Watch:   ProgramWatch{Enabled: true},
+		Limits:  LimitsConfig{Interval: DefaultLimitsInterval},
 	}
+}
+
+// defaultLiveness is a liveness block with nothing set.
+func defaultLiveness() *LivenessConfig {
+	return &LivenessConfig{Interval: DefaultLivenessInterval, Failures: DefaultLivenessFailures}
 }
 
 // defaultLogFile is a log block with no file.

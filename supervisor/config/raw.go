@@ -110,6 +110,29 @@ type rawProgram struct {
 	Watch        *rawProgramWatch  `hcl:"watch,block"`
 	Build        *rawBuild         `hcl:"build,block"`
 	Bake         *rawBake          `hcl:"bake,block"`
+	Liveness     *rawLiveness      `hcl:"liveness,block"`
+	Limits       *rawLimits        `hcl:"limits,block"`
+}
+
+type rawLiveness struct {
+	DefRange      hcl.Range `hcl:",def_range"`
+	HTTP          *string   `hcl:"http,optional"`
+	HTTPRange     hcl.Range `hcl:"http,attr_value_range"`
+	Listener      *string   `hcl:"listener,optional"`
+	ListenerRange hcl.Range `hcl:"listener,attr_value_range"`
+	Interval      *string   `hcl:"interval,optional"`
+	IntervalRange hcl.Range `hcl:"interval,attr_value_range"`
+	Failures      *int      `hcl:"failures,optional"`
+	FailuresRange hcl.Range `hcl:"failures,attr_value_range"`
+	Watchdog      *string   `hcl:"watchdog,optional"`
+	WatchdogRange hcl.Range `hcl:"watchdog,attr_value_range"`
+}
+
+type rawLimits struct {
+	Memory        *string   `hcl:"memory,optional"`
+	MemoryRange   hcl.Range `hcl:"memory,attr_value_range"`
+	Interval      *string   `hcl:"interval,optional"`
+	IntervalRange hcl.Range `hcl:"interval,attr_value_range"`
 }
 
 type rawBake struct {

@@ -176,6 +176,12 @@ func (v *validator) program(rp *rawProgram) *Program {
 	if rp.Bake != nil {
 		p.Bake = v.bake(rp.Bake, p)
 	}
+	if rp.Liveness != nil {
+		p.Liveness = v.liveness(rp.Liveness, p)
+	}
+	if rp.Limits != nil {
+		v.limits(rp.Limits, &p.Limits)
+	}
 	return p
 }
 
@@ -413,6 +419,53 @@ func (v *validator) bake(r *rawBake, p *Program) *BakeConfig {
 		}
 	}
 	return b
+}
+
+func (v *validator) liveness(r *rawLiveness, p *Program) *LivenessConfig {
+	l := defaultLiveness()
+	v.duration(r.Interval, r.IntervalRange, false, &l.Interval)
+	v.duration(r.Watchdog, r.WatchdogRange, false, &l.Watchdog)
+	if r.Failures != nil {
+		if *r.Failures < 1 || *r.Failures > 100 {
+			v.errorf(r.FailuresRange, "Invalid failures", "failures is how many probes in a row must fail, 1 to 100.")
+		} else {
+			l.Failures = *r.Failures
+		}
+	}
+	if r.HTTP != nil {
+		l.Path = *r.HTTP
+		if !strings.HasPrefix(l.Path, "/") {
+			v.errorf(r.HTTPRange, "Invalid health path", "%q: http is a request path such as \"/healthz\".", *r.HTTP)
+		}
+		if len(p.Listeners) > 0 {
+			l.Listener = p.Listeners[0].Name
+		}
+	}
+	if r.Listener != nil {
+		l.Listener = *r.Listener
+		switch {
+		case r.HTTP == nil:
+			v.errorf(r.ListenerRange, "Listener without http", "listener only applies to the liveness http probe.")
+		case !p.hasListener(*r.Listener):
+			v.errorf(r.ListenerRange, "Unknown listener", "Program %q has no listener named %q.", p.Name, *r.Listener)
+		}
+	}
+	if r.HTTP == nil && r.Watchdog == nil {
+		v.errorf(r.DefRange, "Nothing to check", "A liveness block needs http (a probe) or watchdog (systemd's WATCHDOG=1 pings), or both.")
+	}
+	return l
+}
+
+func (v *validator) limits(r *rawLimits, out *LimitsConfig) {
+	v.duration(r.Interval, r.IntervalRange, false, &out.Interval)
+	if r.Memory != nil {
+		n, err := parseSize(*r.Memory)
+		if err != nil || n < 1<<20 {
+			v.errorf(r.MemoryRange, "Invalid size", "%q: memory is a size of at least 1MB, such as \"512MB\" or \"2GB\".", *r.Memory)
+		} else {
+			out.Memory = n
+		}
+	}
 }
 
 func (v *validator) programWatch(w *rawProgramWatch, out *ProgramWatch) {

@@ -69,6 +69,17 @@ type ProgramStatus struct {
 	// Bake is the bake under way (verdict "baking"), or the last one;
 	// null when the program never baked.
 	Bake *BakeStatus `json:"bake,omitempty"`
+	// Memory is the serving generation's resident memory, its whole
+	// process group, at the last sample (limits.interval).
+	Memory int64 `json:"memory_bytes,omitempty"`
+	// LivenessFailures and MemoryReplacements count serving generations
+	// replaced by a handover because they hung or grew past the limit;
+	// LastLiveness is the last liveness result ("ok", or why not).
+	LivenessFailures   int    `json:"liveness_failures,omitempty"`
+	MemoryReplacements int    `json:"memory_replacements,omitempty"`
+	LastLiveness       string `json:"last_liveness,omitempty"`
+	// After lists the programs it starts after (its after list).
+	After []string `json:"after,omitempty"`
 }
 
 // BakeStatus is a bake: a new generation judged while the old one serves.

@@ -1,6 +1,11 @@
 package child
 
+// What a Server reports to its supervisor beyond READY and STOPPING: its
+// request counters (for a bake) and systemd's watchdog pings (for
+// liveness), each only when the supervisor asks for it.
+
 import (
+	"context"
 	"os"
 	"sync/atomic"
 	"time"
@@ -61,5 +66,29 @@ func (st *requestStats) report(done <-chan struct{}) {
 		case <-t.C:
 			Notify(protocol.StatsField + "=" + st.snapshot().Format())
 		}
+	}
+}
+
+// pingWatchdog sends WATCHDOG=1 every interval until stop is closed,
+// unless Config.WatchdogCheck fails.
+func (s *Server) pingWatchdog(every time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if check := s.cfg.WatchdogCheck; check != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), every)
+			err := check(ctx)
+			cancel()
+			if err != nil {
+				s.log.Warn("watchdog check failed: no WATCHDOG=1", "error", err)
+				continue
+			}
+		}
+		s.notify("WATCHDOG=1")
 	}
 }
