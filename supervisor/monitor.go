@@ -21,14 +21,13 @@ import (
 
 // monitor samples generation g while it serves: its memory every
 // limits.interval, and its liveness probe every liveness.interval,
-// reporting to its program. stop ends it.
+// reporting to its program. stop ends it without waiting: it is called
+// from the program's goroutine, which a sampler may be posting to; a
+// sampler ends at its next step, or when g is reaped.
 func monitor(g *generation, cfg *config.Program, report func(event)) (stop func()) {
 	done := make(chan struct{})
-	var wg sync.WaitGroup
 	every := func(d time.Duration, f func()) {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
 			t := time.NewTicker(d)
 			defer t.Stop()
 			for {
@@ -38,6 +37,11 @@ func monitor(g *generation, cfg *config.Program, report func(event)) (stop func(
 				case <-g.done:
 					return
 				case <-t.C:
+				}
+				select {
+				case <-done: // stopped while it waited for the tick
+					return
+				default:
 					f()
 				}
 			}
@@ -67,12 +71,7 @@ func monitor(g *generation, cfg *config.Program, report func(event)) (stop func(
 		}
 	}
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(done)
-			wg.Wait()
-		})
-	}
+	return func() { once.Do(func() { close(done) }) }
 }
 
 // pageSize converts /proc's pages to bytes.

@@ -60,14 +60,18 @@ var Children = map[string]func() int{
 		if gen := os.Getenv("FAKE_SICK_GEN"); gen != "" && gen != os.Getenv("BATON_GENERATION") {
 			sick = time.Now().Add(time.Hour) // only that generation falls sick
 		}
-		signal.Ignore(syscall.SIGTERM)
-		return fakeServeWith(child.Config{Signals: []os.Signal{syscall.SIGUSR2},
-			WatchdogCheck: func(ctx context.Context) error {
-				if time.Now().After(sick) {
-					return errors.New("fake: the database pool is stuck")
-				}
-				return nil
-			}}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cfg := child.Config{}
+		if os.Getenv("FAKE_IGNORE_TERM") != "" {
+			signal.Ignore(syscall.SIGTERM)
+			cfg.Signals = []os.Signal{syscall.SIGUSR2}
+		}
+		cfg.WatchdogCheck = func(ctx context.Context) error {
+			if time.Now().After(sick) {
+				return errors.New("fake: the database pool is stuck")
+			}
+			return nil
+		}
+		return fakeServeWith(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if time.Now().After(sick) {
 				<-r.Context().Done() // the behaviour under test: a stuck health check
 				return
