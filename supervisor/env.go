@@ -38,6 +38,9 @@ type programEnv struct {
 	bakeProbe func(g *generation, path, listener string, every time.Duration, report func(error)) (cancel func())
 	// baked is told each bake's verdict and duration.
 	baked func(program string, passed bool, d time.Duration)
+	// depChanged is told each change of what the programs that start
+	// after this one wait for (the loop releases them).
+	depChanged func(program string, st depState)
 	// monitor watches the serving generation's health (monitor.go),
 	// posting to report; stop ends it.
 	monitor func(g *generation, cfg *config.Program, report func(event)) (stop func())

@@ -18,6 +18,10 @@ type phase int
 const (
 	// phaseBuilding: baton dev, no good build yet; nothing runs.
 	phaseBuilding phase = iota
+	// phaseWaiting: the programs of its after list do not serve (or, for
+	// one-shots, did not complete) yet; waitReason says which. The
+	// supervisor's loop releases it.
+	phaseWaiting
 	// phaseStarting: an attempt is under way and no generation serves.
 	phaseStarting
 	// phaseRunning: current serves; an attempt (a handover) may be under
@@ -48,6 +52,7 @@ const (
 // in one of these moves, or stays.
 var transitions = map[phase][]phase{
 	phaseBuilding: {phaseStarting, phaseBackoff, phaseExited, phaseStopped, phaseShutdown},
+	phaseWaiting:  {phaseStarting, phaseBackoff, phaseExited, phaseStopped, phaseShutdown},
 	phaseStarting: {phaseStarting, phaseRunning, phaseBackoff, phaseExited, phaseStopping, phaseStopped, phaseShutdown},
 	phaseRunning:  {phaseRunning, phaseStarting, phaseBaking, phaseBackoff, phaseExited, phaseStopping, phaseStopped, phaseShutdown},
 	phaseBaking:   {phaseRunning, phaseStopping, phaseStopped, phaseShutdown},
@@ -61,6 +66,7 @@ var transitions = map[phase][]phase{
 // states maps each phase to the state status reports: one to one.
 var states = map[phase]string{
 	phaseBuilding: control.StateBuilding,
+	phaseWaiting:  control.StateWaiting,
 	phaseStarting: control.StateStarting,
 	phaseRunning:  control.StateRunning,
 	phaseBaking:   control.StateBaking,

@@ -67,6 +67,8 @@ type program struct {
 	restartAt  time.Time           // when restartT fires
 	exitReason string              // phaseExited: why it stays down
 	baking     *bake               // phaseBaking: the new generation judged
+	waitReason string              // phaseWaiting: what it waits for
+	depSeq     uint64              // numbers its depChanged reports
 	kept       []keptBinary        // binaries of generations that served, newest last: for rollback
 	dev        bool                // built by baton dev, which ignores bake
 	stopped    []chan error        // Stop callers, told when phaseStopped begins
@@ -183,8 +185,12 @@ type (
 		pass  bool
 		reply chan error
 	}
-	evKept  struct{ kept keptBinary }
-	evProbe struct { // a liveness probe of the serving generation
+	evKept struct{ kept keptBinary }
+	// evRelease: what it waited for is there: start. evWaitFor: what it
+	// waits for now.
+	evRelease struct{}
+	evWaitFor struct{ reason string }
+	evProbe   struct { // a liveness probe of the serving generation
 		g   *generation
 		err error
 	}
@@ -220,8 +226,11 @@ func newProgram(env *programEnv, cfg *config.Program, l *lease, dev bool) *progr
 		dev:      dev,
 		handoff:  handoff.NewRouter(env.log.With("program", cfg.Name)),
 	}
-	if dev {
-		p.phase = phaseBuilding
+	switch {
+	case dev:
+		p.phase = phaseBuilding // baton dev starts it with its first build
+	case len(cfg.After) > 0:
+		p.phase, p.waitReason = phaseWaiting, "waiting for "+strings.Join(cfg.After, ", ")
 	}
 	return p
 }
@@ -275,6 +284,13 @@ func (p *program) handle(ev event) {
 		p.onVerdict(ev.pass, ev.reply)
 	case evKept:
 		p.onKept(ev.kept)
+	case evRelease:
+		if p.phase == phaseWaiting {
+			p.waitReason = ""
+			p.begin(&request{reason: "start: " + strings.Join(p.cfg.After, ", ") + " ready", force: true})
+		}
+	case evWaitFor:
+		p.waitReason = ev.reason
 	case evProbe:
 		p.onProbe(ev.g, ev.err)
 	case evWatchdog:
@@ -291,8 +307,39 @@ func (p *program) enter(next phase) {
 	if !p.phase.allows(next) {
 		p.log.Error("bug", "error", errIllegalTransition(p.phase, next))
 	}
+	prev := p.phase
 	p.phase = next
+	if next != prev {
+		p.reportDep()
+	}
 }
+
+// depState is what a program that starts after this one waits for.
+type depState struct {
+	seq       uint64 // newer reports of a program replace older ones
+	serving   bool   // a generation serves (running, baking)
+	completed bool   // a one-shot exited 0
+	why       string // otherwise, for the waiting one's status
+}
+
+// reportDep tells the loop where the program stands, for the programs
+// that start after it.
+func (p *program) reportDep() {
+	p.depSeq++
+	st := depState{seq: p.depSeq, why: p.phase.String()}
+	switch {
+	case p.phase == phaseRunning || p.phase == phaseBaking:
+		st.serving = true
+	case p.cfg.Type == config.TypeOneshot && p.phase == phaseExited && p.exitReason == oneshotDone:
+		st.completed = true
+	case p.phase == phaseExited:
+		st.why = "exited: " + p.exitReason
+	}
+	p.env.depChanged(p.name, st)
+}
+
+// oneshotDone is the exit reason of a one-shot that completed.
+const oneshotDone = "completed (exit status 0)"
 
 // post delivers ev to the loop, or drops it once the loop has ended.
 func (p *program) post(ev event) {
@@ -540,6 +587,9 @@ func (p *program) begin(req *request) {
 		p.enter(phaseStarting)
 	}
 	p.log.Info("starting", "gen", n, "pid", g.pid, "reason", req.reason, "command", strings.Join(cfg.Command, " "))
+	if cfg.Type == config.TypeOneshot {
+		return // it runs to completion: its exit is its outcome
+	}
 	g.deadline = p.armTimer(cfg.Ready.Timeout, func(id uint64) event { return evDeadline{g: g, id: id, during: "start"} })
 }
 
@@ -646,7 +696,7 @@ func (p *program) onNotify(g *generation, m protocol.Message) {
 // late (after the ready timeout, after a stop signal) changes nothing.
 func (p *program) onReady(g *generation) {
 	a := p.attempt
-	if a == nil || a.gen != g || g.ready || g.killed != "" || !g.stopAt.IsZero() {
+	if a == nil || a.gen != g || g.ready || g.killed != "" || !g.stopAt.IsZero() || g.cfg.Type == config.TypeOneshot {
 		return
 	}
 	g.ready, g.readyAt = true, time.Now()
@@ -769,6 +819,8 @@ func (p *program) onExit(g *generation, st processStatus) {
 		args = append(args, "killed", g.killed)
 	}
 	switch {
+	case p.attempt != nil && p.attempt.gen == g && g.cfg.Type == config.TypeOneshot:
+		p.oneshotDone(g, st)
 	case p.attempt != nil && p.attempt.gen == g:
 		p.log.Info("generation exited", args...)
 		why := st.String() + " before it was ready"
@@ -829,4 +881,28 @@ func (p *program) output(g *generation, line []byte) {
 		return
 	}
 	reemit(g.log, line)
+}
+
+// oneshotDone takes the exit of a one-shot's run: exit status 0 completes
+// it (the programs that start after it may start), anything else is a
+// failed start, which its restart policy (never, by default) answers.
+func (p *program) oneshotDone(g *generation, st processStatus) {
+	req := p.attempt.req
+	p.attempt = nil
+	if !st.clean() {
+		why := st.String()
+		if g.killed != "" {
+			why = g.killed
+		}
+		p.failStart(req, g.n, why, g.out.String())
+		if p.phase == phaseExited {
+			p.exitReason = "failed: " + why
+			p.reportDep()
+		}
+		return
+	}
+	p.log.Info("one-shot completed", "gen", g.n, "pid", g.pid)
+	p.exitReason = oneshotDone
+	p.enter(phaseExited)
+	p.end(req, handoverResult{Gen: g.n})
 }

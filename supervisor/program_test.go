@@ -71,8 +71,9 @@ func newFakeProgram(t *testing.T, cfg *config.Program) *fakeEnv {
 		bakeProbe: func(*generation, string, string, time.Duration, func(error)) func() {
 			return func() {}
 		},
-		keep:    func(string, *generation, func(keptBinary)) {},
-		monitor: func(*generation, *config.Program, func(event)) func() { return func() {} },
+		keep:       func(string, *generation, func(keptBinary)) {},
+		monitor:    func(*generation, *config.Program, func(event)) func() { return func() {} },
+		depChanged: func(string, depState) {},
 	}
 	fe.p = newProgram(env, cfg, nil, false)
 	t.Cleanup(func() {

@@ -35,6 +35,10 @@ func (p *program) status() control.ProgramStatus {
 	if p.phase == phaseBackoff {
 		st.RestartIn = time.Until(p.restartAt)
 	}
+	if p.phase == phaseWaiting {
+		st.Reason = p.waitReason
+	}
+	st.After = p.cfg.After
 	if g := p.current; g != nil {
 		started := g.started
 		st.Generation, st.PID, st.StartedAt, st.Status, st.Memory = g.n, g.pid, &started, g.status, g.rss

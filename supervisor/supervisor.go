@@ -93,6 +93,8 @@ type Supervisor struct {
 	builders map[string]*builder // owned by the loop
 	stopping bool                // owned by the loop: baton stops
 	live     int                 // owned by the loop: programs whose goroutine runs
+	deps     map[string]depState // owned by the loop: each program's last report, for start order
+	waiting  map[string]string   // owned by the loop: programs waiting for their after list, and for what
 }
 
 // Event is something that happened to a generation, for observers.
@@ -123,6 +125,10 @@ type (
 		trigger         time.Time
 	}
 	msgKill struct{}
+	msgDep  struct { // a program's report for the programs that start after it
+		program string
+		st      depState
+	}
 )
 
 // New loads the config file and opens every listening socket. It returns
@@ -142,6 +148,8 @@ func New(cfg Config) (*Supervisor, error) {
 		pool:     newSocketPool(),
 		programs: map[string]*program{},
 		builders: map[string]*builder{},
+		deps:     map[string]depState{},
+		waiting:  map[string]string{},
 		console:  &console{w: cfg.Console, color: cfg.Color, dir: file.Dir},
 		msgs:     make(chan any),
 		loads:    make(chan *reloadOp),
@@ -242,7 +250,10 @@ func New(cfg Config) (*Supervisor, error) {
 		baked:      s.metrics.observeBake,
 		bakeProbe:  bakeProbe,
 		monitor:    monitor,
-		keep:       (&keeper{dir: filepath.Join(file.Dir, ".baton", "bin"), log: s.log, bg: s.background}).keep,
+		depChanged: func(name string, st depState) {
+			go s.post(msgDep{program: name, st: st}) // never wait on the loop from a program
+		},
+		keep: (&keeper{dir: filepath.Join(file.Dir, ".baton", "bin"), log: s.log, bg: s.background}).keep,
 	}
 	for _, p := range file.Programs {
 		s.programs[p.Name] = newProgram(s.env, p, leases[p.Name], s.dev(p))
@@ -367,6 +378,11 @@ func (s *Supervisor) loop(ctx context.Context, stopBackground func()) {
 				m.reply <- s.inOrder()
 			case msgWatch:
 				s.watchHandover(m)
+			case msgDep:
+				if m.st.seq > s.deps[m.program].seq {
+					s.deps[m.program] = m.st
+					s.release()
+				}
 			case msgKill:
 				if !s.killed {
 					s.killed = true
@@ -418,6 +434,9 @@ func (s *Supervisor) background(f func()) {
 
 // startProgram starts p's goroutine.
 func (s *Supervisor) startProgram(p *program) {
+	if p.phase == phaseWaiting {
+		s.waiting[p.name] = ""
+	}
 	s.live++
 	go func() {
 		p.run()
@@ -469,4 +488,39 @@ func (s *Supervisor) inOrder() []*program {
 // Run then returns ErrKilled once they were reaped.
 func (s *Supervisor) Kill() {
 	s.post(msgKill{})
+}
+
+// release starts each waiting program whose after list is there: every
+// service in it serves, every one-shot completed. The others are told what
+// they wait for.
+func (s *Supervisor) release() {
+	for name, told := range s.waiting {
+		p, pc := s.programs[name], s.file.Program(name)
+		if p == nil || pc == nil || s.stopping {
+			delete(s.waiting, name)
+			continue
+		}
+		var missing []string
+		for _, a := range pc.After {
+			st := s.deps[a]
+			if !st.serving && !st.completed {
+				why := st.why
+				if why == "" {
+					why = "not started"
+				}
+				missing = append(missing, a+" ("+why+")")
+			}
+		}
+		if len(missing) == 0 {
+			delete(s.waiting, name)
+			s.log.Info("starting: what it starts after is there", "program", name, "after", strings.Join(pc.After, ","))
+			p.post(evRelease{})
+			continue
+		}
+		if reason := "waiting for " + strings.Join(missing, ", "); reason != told {
+			s.waiting[name] = reason
+			p.post(evWaitFor{reason})
+			s.log.Debug("start order", "program", name, "state", reason)
+		}
+	}
 }

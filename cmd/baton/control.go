@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -64,7 +65,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROGRAM\tSTATE\tGEN\tPID\tUPTIME\tRESTARTS\tHANDOVERS\tLAST EXIT")
+	fmt.Fprintln(tw, "PROGRAM\tSTATE\tGEN\tPID\tUPTIME\tMEM\tRESTARTS\tHANDOVERS\tLAST EXIT\tLIVENESS\tAFTER")
 	for _, p := range st.Programs {
 		gen, pid, up := "-", "-", "-"
 		if p.Generation > 0 {
@@ -84,7 +85,17 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		case p.Reason != "":
 			state += " (" + p.Reason + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", p.Name, state, gen, pid, up, p.Restarts, p.Handovers, describeExit(p.LastExit))
+		mem, live, after := "-", "-", "-"
+		if p.Memory > 0 {
+			mem = fmt.Sprintf("%.1fM", float64(p.Memory)/(1<<20))
+		}
+		if p.LastLiveness != "" {
+			live = p.LastLiveness
+		}
+		if len(p.After) > 0 {
+			after = strings.Join(p.After, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Name, state, gen, pid, up, mem, p.Restarts, p.Handovers, describeExit(p.LastExit), live, after)
 	}
 	tw.Flush()
 	return exitOK

@@ -9,8 +9,20 @@ log {
 control { socket = "/run/baton/control.sock" }
 metrics { address = "127.0.0.1:9090" }
 
+# The schema first: a one-shot that runs to completion before orders
+# starts (after = ["migrate"] below). If it fails, orders waits, and
+# baton status says why; baton start migrate runs it again.
+program "migrate" {
+  command = ["/usr/local/bin/orders", "migrate"]
+  type    = "oneshot"
+  dir     = "/var/lib/orders"
+  env     = { ORDERS_DB = "/var/lib/orders/orders.db" }
+  user    = "orders"
+}
+
 program "orders" {
   command = ["/usr/local/bin/orders"]
+  after   = ["migrate"]
   dir     = "/var/lib/orders"
   env     = { ORDERS_DB = "/var/lib/orders/orders.db", GIN_MODE = "release" }
   user    = "orders"                    # baton runs as root; the program does not
@@ -26,6 +38,20 @@ program "orders" {
     backoff     = "1s"
     max_backoff = "30s"
   }
+  # A generation that hangs (three failed probes, or no WATCHDOG=1 for
+  # 10 s: the child package pings) or grows past 512 MB is replaced by a
+  # handover, then stopped.
+  liveness {
+    http     = "/healthz"
+    interval = "10s"
+    failures = 3
+    watchdog = "10s"
+  }
+  limits {
+    memory   = "512MB"
+    interval = "5s"
+  }
+
   # Each deploy serves beside the old generation for a minute before the
   # old one drains; one that fails its probe, answers 5xx to more than
   # 1 % of its requests or is twice as slow is reverted to the old one,

@@ -4,7 +4,8 @@
 // first, then the writer.
 //
 // It runs under baton (socket "http"), under systemd socket activation,
-// or alone:
+// or alone. "orders migrate" creates the database and its schema and
+// exits: a one-shot step to run before the server. Its environment:
 //
 //	ORDERS_ADDR      address when no socket is inherited (default 127.0.0.1:8080)
 //	ORDERS_DB        SQLite database file (default orders.db)
@@ -48,7 +49,32 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "migrate" {
+		os.Exit(migrate())
+	}
 	os.Exit(run(options{}))
+}
+
+// migrate creates the database and its schema, and exits: a one-shot
+// step that baton runs before the server (examples/deploy/config.hcl).
+func migrate() int {
+	log := child.NewLogger("orders")
+	st, err := openStore(dbPath())
+	if err != nil {
+		log.Error("migration failed", "error", err)
+		return child.ExitFailure
+	}
+	st.close()
+	log.Info("the orders schema is ready", "db", dbPath())
+	return 0
+}
+
+// dbPath is ORDERS_DB, or orders.db.
+func dbPath() string {
+	if p := os.Getenv("ORDERS_DB"); p != "" {
+		return p
+	}
+	return "orders.db"
 }
 
 // options are the seams the tests use; the zero value is production.
@@ -59,10 +85,7 @@ type options struct {
 
 func run(opt options) int {
 	log := child.NewLogger("orders")
-	dbPath := os.Getenv("ORDERS_DB")
-	if dbPath == "" {
-		dbPath = "orders.db"
-	}
+	dbPath := dbPath()
 	st, err := openStore(dbPath)
 	if err != nil {
 		log.Error("cannot open the database", "error", err)

@@ -26,7 +26,8 @@ import (
 
 func TestMain(m *testing.M) {
 	proctest.Main(m, map[string]func() int{
-		"orders": func() int { return run(options{}) },
+		"orders":         func() int { return run(options{}) },
+		"orders-migrate": migrate,
 		// A database that takes 100 ms per batch, and a task deadline
 		// far too short to write the backlog a load leaves.
 		"orders-slow": func() int {
@@ -494,5 +495,22 @@ func TestStreams_resumeAndSayGoodbye(t *testing.T) {
 	}
 	if code := exitCode(t, p); code != child.ExitOK {
 		t.Fatalf("exit status %d; output:\n%s", code, p.Output())
+	}
+}
+
+// "orders migrate" creates the schema and exits 0; a database it cannot
+// create exits non-zero.
+func TestMigrate(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "orders.db")
+	p := proctest.Start(t, proctest.Self("orders-migrate", "ORDERS_DB="+db))
+	if code := exitCode(t, p); code != 0 {
+		t.Fatalf("migrate: exit %d; output:\n%s", code, p.Output())
+	}
+	if missing, err := loadgen.MissingOrders(db, nil); err != nil || len(missing) != 0 {
+		t.Fatalf("the schema is not there: %v", err)
+	}
+	p = proctest.Start(t, proctest.Self("orders-migrate", "ORDERS_DB="+filepath.Join(db, "not-a-dir", "x.db")))
+	if code := exitCode(t, p); code == 0 {
+		t.Fatalf("migrate into a path that cannot be: exit 0; output:\n%s", p.Output())
 	}
 }

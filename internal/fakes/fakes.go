@@ -98,6 +98,13 @@ var Children = map[string]func() int{
 		}()
 		return fakeServe(child.Config{})
 	},
+	// oneshot: a one-shot step (a migration): says so and exits with
+	// FAKE_EXIT, 0 by default.
+	"oneshot": func() int {
+		fmt.Println("fake: migrating")
+		code, _ := strconv.Atoi(os.Getenv("FAKE_EXIT"))
+		return code
+	},
 	// crash: fails at start, saying why on stderr.
 	"crash": func() int {
 		fmt.Fprintln(os.Stderr, "fake: cannot open the database: permission denied")

@@ -33,6 +33,12 @@ const (
 	ReadyDelay  = "delay"  // a fixed time after the start, if still running
 )
 
+// Program types.
+const (
+	TypeService = "service" // serves until stopped (the default)
+	TypeOneshot = "oneshot" // runs once to completion: exit status 0 is success
+)
+
 // Restart policies: what happens when the serving generation exits on its
 // own.
 const (
@@ -101,7 +107,11 @@ type LogConfig struct {
 
 // Program is a program block.
 type Program struct {
-	Name      string          // the block's label
+	Name string // the block's label
+	Type string // TypeService or TypeOneshot
+	// After names the programs it starts after: once each serves, or, for
+	// a one-shot, once it completed.
+	After     []string
 	Command   []string        // Command[0] is absolute, or a bare name looked up in PATH at start
 	Dir       string          // absolute
 	Env       []string        // KEY=VALUE, sorted, added to baton's environment: the env files', then env's

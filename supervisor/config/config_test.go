@@ -129,6 +129,29 @@ func TestParse_envFiles(t *testing.T) {
 	}
 }
 
+// A one-shot needs no listener and is not restarted by default; after
+// lists the programs a program starts after.
+func TestParse_oneshotAndAfter(t *testing.T) {
+	f, diags := Parse([]byte(`
+program "migrate" {
+  command = ["./orders", "migrate"]
+  type    = "oneshot"
+}
+program "web" {
+  command = ["./orders"]
+  after   = ["migrate"]
+  listener "http" { address = "127.0.0.1:8080" }
+}
+`), "config.hcl", "/srv")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	m, w := f.Programs[0], f.Programs[1]
+	if m.Type != TypeOneshot || len(m.Listeners) != 0 || m.Restart.Policy != RestartNever || w.Type != TypeService || len(w.After) != 1 || w.After[0] != "migrate" {
+		t.Fatalf("have %+v and %+v", m, w)
+	}
+}
+
 func TestParse_bake(t *testing.T) {
 	f, diags := Parse([]byte(`
 program "web" {
@@ -194,6 +217,11 @@ func TestParse_errorsHavePositions(t *testing.T) {
 		{"bad program name", "program \"a b\" {\n  command = [\"./web\"]\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n}\n", "config.hcl:1,9-14: Invalid program name"},
 		{"max below backoff", prog + "  restart {\n    backoff = \"10s\"\n    max_backoff = \"1s\"\n  }\n}\n", "config.hcl:6,19-23: max_backoff below backoff"},
 		{"wrong type", prog + "  stop { timeout = 30 }\n}\n", ""},
+		{"bad type", prog + "  type = \"daemon\"\n}\n", "config.hcl:4,10-18: Invalid type"},
+		{"unknown after", prog + "  after = [\"migrate\"]\n}\n", `config.hcl:4,11-22: Unknown program; Program "web" starts after "migrate"`},
+		{"after itself", prog + "  after = [\"web\"]\n}\n", "config.hcl:4,11-18: Program after itself"},
+		{"cycle", prog + "  after = [\"b\"]\n}\nprogram \"b\" {\n  command = [\"./b\"]\n  type = \"oneshot\"\n  after = [\"web\"]\n}\n", "Start order cycle; The after lists make a cycle: web → b → web"},
+		{"oneshot ready", "program \"m\" {\n  command = [\"./m\"]\n  type = \"oneshot\"\n  ready { timeout = \"1s\" }\n}\n", "config.hcl:3,10-19: Not for a one-shot"},
 		{"bake share", prog + "  bake { max_errors = \"1\" }\n}\n", "config.hcl:4,23-26: Invalid share"},
 		{"bake factor", prog + "  bake { max_p99 = \"0.5x\" }\n}\n", "config.hcl:4,20-26: Invalid factor"},
 		{"bake interval", prog + "  bake {\n    duration = \"1s\"\n    interval = \"2s\"\n  }\n}\n", "config.hcl:6,16-20: Interval beyond the bake"},

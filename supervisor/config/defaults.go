@@ -80,6 +80,7 @@ func defaultFile(dir string) *File {
 func defaultProgram(name, dir string) *Program {
 	return &Program{
 		Name:    name,
+		Type:    TypeService,
 		Dir:     dir,
 		Ready:   ReadyConfig{Mode: ReadyNotify, Timeout: DefaultReadyTimeout},
 		Stop:    StopConfig{Signal: DefaultStopSignal, Timeout: DefaultStopTimeout, MoveIdle: true},

@@ -98,6 +98,10 @@ type rawProgram struct {
 	EnvFile      []string          `hcl:"env_file,optional"`
 	EnvFileRange hcl.Range         `hcl:"env_file,attr_value_range"`
 	CleanEnv     *bool             `hcl:"clean_env,optional"`
+	Type         *string           `hcl:"type,optional"`
+	TypeRange    hcl.Range         `hcl:"type,attr_value_range"`
+	After        []string          `hcl:"after,optional"`
+	AfterRange   hcl.Range         `hcl:"after,attr_value_range"`
 	User         *string           `hcl:"user,optional"`
 	UserRange    hcl.Range         `hcl:"user,attr_value_range"`
 	Group        *string           `hcl:"group,optional"`

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,7 +82,64 @@ func (v *validator) file(raw *rawFile, filename string, body *hclsyntax.Body) *F
 		}
 		f.Programs = append(f.Programs, p)
 	}
+	v.order(raw, f)
 	return f
+}
+
+// order checks every after list: known programs, and no cycle.
+func (v *validator) order(raw *rawFile, f *File) {
+	rng := map[string]hcl.Range{}
+	for _, rp := range raw.Programs {
+		rng[rp.Name] = rp.AfterRange
+	}
+	for _, p := range f.Programs {
+		for _, a := range p.After {
+			switch {
+			case a == p.Name:
+				v.errorf(rng[p.Name], "Program after itself", "Program %q cannot start after itself.", p.Name)
+			case f.Program(a) == nil:
+				v.errorf(rng[p.Name], "Unknown program", "Program %q starts after %q, which the file does not declare.", p.Name, a)
+			}
+		}
+	}
+	// A depth-first walk finds the cycles; each is reported once, at the
+	// program where it closes.
+	const (
+		unseen = iota
+		walking
+		done
+	)
+	state := map[string]int{}
+	var path []string
+	var walk func(name string)
+	walk = func(name string) {
+		state[name] = walking
+		path = append(path, name)
+		if p := f.Program(name); p != nil {
+			for _, a := range p.After {
+				switch state[a] {
+				case walking:
+					if a == name {
+						continue // reported above
+					}
+					i := slices.Index(path, a)
+					cycle := append(append([]string(nil), path[i:]...), a)
+					v.errorf(rng[name], "Start order cycle", "The after lists make a cycle: %s. Remove one of them.", strings.Join(cycle, " → "))
+				case unseen:
+					if f.Program(a) != nil {
+						walk(a)
+					}
+				}
+			}
+		}
+		path = path[:len(path)-1]
+		state[name] = done
+	}
+	for _, p := range f.Programs {
+		if state[p.Name] == unseen {
+			walk(p.Name)
+		}
+	}
 }
 
 func (v *validator) watch(w *rawWatch, out *WatchConfig) {
@@ -153,6 +211,28 @@ func (v *validator) program(rp *rawProgram) *Program {
 	}
 	p.EnvFiles, p.Env = v.envFiles(rp.EnvFile, rp.EnvFileRange, v.env(rp.Env, rp.EnvRange, true))
 	setBool(&p.CleanEnv, rp.CleanEnv)
+	p.After = rp.After
+	if rp.Type != nil {
+		switch *rp.Type {
+		case TypeService, TypeOneshot:
+			p.Type = *rp.Type
+		default:
+			v.errorf(rp.TypeRange, "Invalid type", "%q: a program's type is \"service\" (the default) or \"oneshot\".", *rp.Type)
+		}
+	}
+	if p.Type == TypeOneshot {
+		// A one-shot runs to completion once: it is not restarted unless
+		// its restart block says so.
+		p.Restart.Policy = RestartNever
+		for _, b := range []struct {
+			set  bool
+			name string
+		}{{rp.Bake != nil, "bake"}, {rp.Liveness != nil, "liveness"}, {rp.Ready != nil, "ready"}} {
+			if b.set {
+				v.errorf(rp.TypeRange, "Not for a one-shot", "A one-shot program has no %s block: it is done when it exits with status 0.", b.name)
+			}
+		}
+	}
 	v.user(rp, p)
 	if rp.Log != nil {
 		p.Log = v.logFile(rp.Log)
@@ -280,8 +360,8 @@ func (v *validator) user(rp *rawProgram, p *Program) {
 }
 
 func (v *validator) listeners(rp *rawProgram, p *Program) {
-	if len(rp.Listeners) == 0 {
-		v.errorf(rp.DefRange, "No listener", `Program %q needs at least one listener block, for example listener "http" { address = "127.0.0.1:8080" }.`, rp.Name)
+	if len(rp.Listeners) == 0 && p.Type != TypeOneshot {
+		v.errorf(rp.DefRange, "No listener", `Program %q needs at least one listener block, for example listener "http" { address = "127.0.0.1:8080" }, unless it is a one-shot (type = "oneshot").`, rp.Name)
 	}
 	seen := map[string]bool{}
 	for _, rl := range rp.Listeners {

@@ -24,6 +24,7 @@ import "time"
 // Program states, as ProgramStatus reports them.
 const (
 	StateBuilding     = "building"      // baton dev: waiting for the first good build
+	StateWaiting      = "waiting"       // waiting for the programs of its after list (reason says which)
 	StateStarting     = "starting"      // a generation starts and none serves
 	StateRunning      = "running"       // a generation serves
 	StateBaking       = "baking"        // a new generation serves beside the old one until its bake's verdict
