@@ -30,7 +30,7 @@ func TestPostOrder_validation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRouter(srv, st, w, events)
+	r := newRouter(srv, st, w, events, nil)
 
 	for _, tc := range []struct {
 		body     string
@@ -96,7 +96,7 @@ func TestPostOrder_fullDiskAnswers503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRouter(srv, st, w, events)
+	r := newRouter(srv, st, w, events, nil)
 	post := func(id string) *httptest.ResponseRecorder {
 		rec := httptest.NewRecorder()
 		r.ServeHTTP(rec, httptest.NewRequest("POST", "/orders", strings.NewReader(`{"id":"`+id+`","item":"tea","qty":1}`)))

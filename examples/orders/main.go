@@ -13,6 +13,10 @@
 //	                 before it is sent (default: beside the database,
 //	                 orders.journal for orders.db); "off" for none
 //	ORDERS_TLS_CERT  with ORDERS_TLS_KEY, PEM files: serve HTTPS, HTTP/2 included
+//	ORDERS_FAULT     a bad version on purpose, to try baton's bake and for the
+//	                 benchmark: "errors=10%" answers that share of POST /orders
+//	                 500, "latency=50ms" slows each down, "crash=2s" exits 2
+//	                 that long after serving began; items combine with commas
 //
 // With the journal, an order answered 202 is written even when the
 // process is killed or its drain is cut off: the next start replays it.
@@ -85,6 +89,11 @@ type options struct {
 
 func run(opt options) int {
 	log := child.NewLogger("orders")
+	flt, err := parseFault(os.Getenv("ORDERS_FAULT"))
+	if err != nil {
+		log.Error("bad ORDERS_FAULT", "error", err)
+		return child.ExitFailure
+	}
 	dbPath := dbPath()
 	st, err := openStore(dbPath)
 	if err != nil {
@@ -155,7 +164,17 @@ func run(opt options) int {
 		return child.ExitFailure
 	}
 
-	err = srv.Serve(context.Background(), newRouter(srv, st, writer, events))
+	if flt != nil {
+		log.Warn("a bad version on purpose: ORDERS_FAULT", "fault", flt.String())
+		if flt.crash > 0 {
+			// Serve says READY at once: the crash comes that long after.
+			time.AfterFunc(flt.crash, func() {
+				log.Error("crashing as ORDERS_FAULT asks", "after", flt.crash, "status", faultCrashStatus)
+				os.Exit(faultCrashStatus)
+			})
+		}
+	}
+	err = srv.Serve(context.Background(), newRouter(srv, st, writer, events, flt))
 	if err != nil {
 		log.Error("stopped with an error", "error", err)
 	}
@@ -174,11 +193,15 @@ func journalDir(dbPath, env string) string {
 	return env
 }
 
-func newRouter(srv *child.Server, st *store, w *child.BatchWriter[order], events *feed) *gin.Engine {
+func newRouter(srv *child.Server, st *store, w *child.BatchWriter[order], events *feed, flt *fault) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(gin.Recovery())
-	r.POST("/orders", postOrder(w))
+	if h := flt.handler(); h != nil {
+		r.POST("/orders", h, postOrder(w))
+	} else {
+		r.POST("/orders", postOrder(w))
+	}
 	r.GET("/orders/count", func(c *gin.Context) {
 		n, err := st.count(c.Request.Context())
 		if err != nil {
