@@ -51,6 +51,11 @@ type Config struct {
 	// last) and dials a new one: traffic that reaches every process
 	// accepting on a shared socket.
 	PerConnection int
+	// Observe, when set, is called with each request's sample as soon as
+	// it is answered or failed, from the client's goroutine: a live view
+	// of the load, for a harness that reacts to what clients see. It
+	// must be quick and safe for concurrent use.
+	Observe func(Sample)
 }
 
 // Sample is one request: when it started, relative to the load's start,
@@ -59,6 +64,7 @@ type Sample struct {
 	At      time.Duration // since the load started
 	Latency time.Duration // until the whole response was read
 	OK      bool          // 2xx
+	Status  int           // the response's status code; 0 when the request failed without one
 }
 
 // Result is what a load saw.
@@ -290,8 +296,14 @@ func (c *client) run(ctx context.Context) {
 			}
 			c.l.failed.Add(1)
 		}
-		if c.l.cfg.Samples {
-			c.samples = append(c.samples, Sample{At: start.Sub(c.l.start), Latency: lat, OK: ok})
+		if c.l.cfg.Samples || c.l.cfg.Observe != nil {
+			s := Sample{At: start.Sub(c.l.start), Latency: lat, OK: ok, Status: status}
+			if c.l.cfg.Samples {
+				c.samples = append(c.samples, s)
+			}
+			if c.l.cfg.Observe != nil {
+				c.l.cfg.Observe(s)
+			}
 		}
 		pause := c.l.cfg.Pace
 		if kind == "connect" {
