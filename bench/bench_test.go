@@ -234,6 +234,58 @@ func TestSmoke(t *testing.T) {
 		})
 	}
 
+	// A bad deploy, short: with a bake, a version that answers 500s and
+	// one that crashes after READY are reverted to the old generation,
+	// still serving; without a bake and naively, the monitor reverts
+	// the 500s with a cold start.
+	t.Run("baddeploy", func(t *testing.T) {
+		opt := badOptions{Clients: 4, PerConnection: 5, Interval: 200 * time.Millisecond, BakeFor: 30 * time.Second,
+			Before: 500 * time.Millisecond, After: 500 * time.Millisecond,
+			Kinds: []badKind{{Name: "5xx", Fault: "errors=10%"}, {Name: "crash", Fault: "crash=1s"}}, Systems: []string{"bake"}}
+		rs, err := badDeploy(ctx, e, opt, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opt.Kinds, opt.Systems = opt.Kinds[:1], []string{"nobake", "naive"}
+		more, err := badDeploy(ctx, e, opt, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, more...)
+		var out strings.Builder
+		printBadDeploy(&out, rs)
+		t.Log("\n" + out.String())
+		if len(rs) != 4 {
+			t.Fatalf("want 4 scenarios, have %d", len(rs))
+		}
+		for _, r := range rs {
+			name := r.Kind + " " + r.System
+			if !r.Reverted || r.Acked == 0 || r.LostWrites != 0 || r.ServingPID == 0 {
+				t.Errorf("%s: want a revert, some acknowledged, 0 lost writes and one pid serving, have %+v", name, r)
+			}
+			if r.Kind == "5xx" && (r.Answered5xx == 0 || !strings.Contains(r.Reason, "5xx on")) {
+				t.Errorf("%s: want 500s answered and a verdict on them, have %d, %q", name, r.Answered5xx, r.Reason)
+			}
+			if r.System != "bake" {
+				if !r.ColdStart || r.ServingPID == r.OldPID {
+					t.Errorf("%s: want the revert to start a new process, have pid %d serving, %d before", name, r.ServingPID, r.OldPID)
+				}
+				continue
+			}
+			// With a bake: the old pid serves, nothing refused, and only
+			// the crash fails requests: those it had in flight.
+			if r.ColdStart || r.ServingPID != r.OldPID || r.Refused != 0 {
+				t.Errorf("%s: want the old pid %d serving and 0 refused, have pid %d and %d refused", name, r.OldPID, r.ServingPID, r.Refused)
+			}
+			if r.Kind == "crash" && (!strings.Contains(r.Reason, "exited during the bake") || r.Failed > int64(opt.Clients)) {
+				t.Errorf("%s: want a verdict on the exit and at most one request cut per client, have %q and %d failed (%v)", name, r.Reason, r.Failed, r.FailedByKind)
+			}
+			if r.Kind == "5xx" && r.Failed != 0 {
+				t.Errorf("%s: want no failure but the 500s, have %d (%v)", name, r.Failed, r.FailedByKind)
+			}
+		}
+	})
+
 	t.Run("soak", func(t *testing.T) {
 		r, err := soak(ctx, e, 3, 2)
 		if err != nil {
@@ -359,6 +411,11 @@ func TestCLI_usage(t *testing.T) {
 		{"-devloop", "-dev-build", "go build ."},
 		{"-idle", "-pool", "0"},
 		{"-idle", "-maxpause", "-1s"},
+		{"-baddeploy", "-perconn", "0"},
+		{"-baddeploy", "-interval", "1h"},
+		{"-baddeploy", "-kinds", "flaky"},
+		{"-baddeploy", "-scenarios", "baton"},
+		{"-baddeploy", "-idle"},
 	} {
 		var stderr strings.Builder
 		if code := cli(context.Background(), args, io.Discard, &stderr); code != 2 {

@@ -13,6 +13,7 @@
 //	go run ./bench -devloop                          save → serving: baton dev, air, go build
 //	go run ./bench -journal                          POST with the example's journal against without
 //	go run ./bench -idle                             idle keep-alive pools, directly and through nginx
+//	go run ./bench -baddeploy                        a bad deploy: baton with a bake, without, and naive
 //
 // It builds baton and examples/orders from the module it runs in, and
 // sends its load to 127.0.0.1 only.
@@ -100,6 +101,17 @@ set). The peers are built from bench/peers, whose go.mod files pin them.
 group-committed fdatasync) and without, side by side, and compares their
 POST latency and throughput.
 
+-baddeploy deploys a bad version of the example (ORDERS_FAULT: a share of
+500s, a crash 2 s after start, 100 ms more per order) under POST load
+from clients that reconnect every -perconn requests, three ways: baton
+with a bake (the revert is baton's), baton without one, and a naive
+stop-then-start (for these two an ideal monitor applies the bake's rule
+to what the clients see, and reverts); it reports the 5xx, the failed
+and refused requests, lost writes, the time from the failure's first
+sign to the revert and to the recovery, and whether the old process
+serves after it. -scenarios picks systems (bake, nobake, naive), -kinds
+bad versions (5xx, crash, slow), -interval the bake's interval.
+
 -devloop saves the same one-line change to the same app again and again
 (-handovers times) under baton dev and air, and times go build of it.
 
@@ -142,8 +154,11 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var iopt idleOptions
 	fs.IntVar(&iopt.Clients, "pool", 64, "with -idle: `clients`, each with its own http.Transport")
 	fs.DurationVar(&iopt.MaxPause, "maxpause", 3*time.Second, "with -idle: the longest pause of a client after each request (each is random, from 0)")
-	fs.DurationVar(&iopt.Interval, "interval", time.Second, "with -idle: the wait between one handover, once the old generation is gone, and the next")
+	fs.DurationVar(&iopt.Interval, "interval", time.Second, "with -idle: the wait between one handover, once the old generation is gone, and the next; with -baddeploy: the bake's interval")
 	fs.BoolVar(&iopt.Proxy, "proxy", true, "with -idle: also run the scenarios through nginx (upstream keepalive 32)")
+	doBad := fs.Bool("baddeploy", false, "instead of the scenarios: a bad deploy under baton with a bake, without, and naive (-scenarios picks systems)")
+	perConn := fs.Int("perconn", 10, "with -baddeploy: the `requests` a client sends on a connection before it dials a new one")
+	badKinds := fs.String("kinds", "", "with -baddeploy: the bad versions, comma-separated: 5xx, crash, slow (default all)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -183,6 +198,21 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case *doIdle && (iopt.Clients < 1 || iopt.MaxPause < 0 || iopt.Interval < 0):
 		fmt.Fprintln(stderr, "bench: -idle needs a -pool of at least 1 and a -maxpause and -interval of at least 0")
 		return 2
+	case *doBad && (*perConn < 1 || iopt.Interval < 10*time.Millisecond || iopt.Interval > badBakeFor):
+		fmt.Fprintf(stderr, "bench: -baddeploy needs a -perconn of at least 1 and an -interval from 10ms to %v\n", badBakeFor)
+		return 2
+	}
+	bopt := badOptions{Clients: opt.Clients, PerConnection: *perConn, Interval: iopt.Interval, BakeFor: badBakeFor,
+		Before: badBefore, After: badAfter}
+	if *badKinds != "" {
+		for _, name := range strings.Split(*badKinds, ",") {
+			k, ok := findBadKind(strings.TrimSpace(name))
+			if !ok {
+				fmt.Fprintf(stderr, "bench: -kinds: no bad version %q (5xx, crash, slow)\n", name)
+				return 2
+			}
+			bopt.Kinds = append(bopt.Kinds, k)
+		}
 	}
 	lopt.Handovers, iopt.Handovers = 20, 20
 	fs.Visit(func(f *flag.Flag) {
@@ -194,13 +224,13 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	modes := 0
-	for _, on := range []bool{*doScale || soakN > 0, *doPeers, *doDev, *doLong, *doIdle} {
+	for _, on := range []bool{*doScale || soakN > 0, *doPeers, *doDev, *doLong, *doIdle, *doBad} {
 		if on {
 			modes++
 		}
 	}
 	if modes > 1 {
-		fmt.Fprintln(stderr, "bench: -scale/-soak, -peers, -devloop, -longlived and -idle are separate modes: choose one")
+		fmt.Fprintln(stderr, "bench: -scale/-soak, -peers, -devloop, -longlived, -idle and -baddeploy are separate modes: choose one")
 		return 2
 	}
 	for _, b := range devBuilds {
@@ -219,6 +249,14 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		opt.Get = false // only if a GET scenario is named
 		for _, name := range strings.Split(*only, ",") {
 			name = strings.TrimSpace(name)
+			if *doBad {
+				if !contains(badSystems, name) {
+					fmt.Fprintf(stderr, "bench: -scenarios: no system %q (bake, nobake, naive)\n", name)
+					return 2
+				}
+				bopt.Systems = append(bopt.Systems, name)
+				continue
+			}
 			if *doPeers || *doDev {
 				if !validPeer(name, *doDev) {
 					fmt.Fprintf(stderr, "bench: -scenarios: no system %q\n", name)
@@ -248,6 +286,20 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	switch {
+	case *doBad:
+		var emit func(*badResult)
+		if *asJSON {
+			emit = func(r *badResult) { r.Machine = &m; emitJSON(stdout, r) }
+		}
+		rs, err := badDeploy(ctx, e, bopt, emit)
+		if !*asJSON {
+			printMachine(stdout, m)
+			fmt.Fprintln(stdout)
+			printBadDeploy(stdout, rs)
+		}
+		if err != nil {
+			return failed(ctx, stderr, err)
+		}
 	case *doIdle:
 		var emit func(*idleResult)
 		if *asJSON {

@@ -378,8 +378,19 @@ type programStatus struct {
 	Generation int    `json:"generation"`
 	PID        int    `json:"pid"`
 	Handovers  int    `json:"handovers"`
+	Reverts    int    `json:"reverts"`
 	Draining   []int  `json:"draining_generations"`
-	LastExit   *struct {
+	// Bake is the bake under way (verdict "baking") or the last one.
+	Bake *struct {
+		Generation int           `json:"generation"`
+		PID        int           `json:"pid"`
+		Verdict    string        `json:"verdict"`
+		Reason     string        `json:"reason"`
+		Duration   time.Duration `json:"duration_ns"`
+		Requests   uint64        `json:"requests"`
+		Errors     uint64        `json:"errors"`
+	} `json:"bake"`
+	LastExit *struct {
 		Generation int    `json:"generation"`
 		Code       int    `json:"code"`
 		Signal     string `json:"signal"`
