@@ -19,8 +19,8 @@ import (
 type badKind struct {
 	Name  string // 5xx, crash, slow
 	Fault string // the value of ORDERS_FAULT
-	// Latency is what the slow fault adds: an answer at least this slow
-	// is its first sign.
+	// Latency is what the slow fault adds: its first answers, and the
+	// failure's first sign, come that long after it began serving.
 	Latency time.Duration
 }
 
@@ -212,7 +212,7 @@ func badDeployRun(ctx context.Context, e *env, opt badOptions, system string, ki
 	if err != nil {
 		return nil, err
 	}
-	b := &badRun{e: e, opt: opt, kind: kind, dir: dir, db: filepath.Join(dir, "orders.db"), mon: &badMonitor{slow: kind.Latency},
+	b := &badRun{e: e, opt: opt, kind: kind, dir: dir, db: filepath.Join(dir, "orders.db"), mon: &badMonitor{},
 		r: &badResult{Mode: "baddeploy", System: system, Kind: kind.Name, Fault: kind.Fault, Clients: opt.Clients,
 			PerConnection: opt.PerConnection, IntervalMS: ms(opt.Interval)}}
 	e.logf("baddeploy: %s: %s (ORDERS_FAULT=%s), %d clients reconnecting every %d requests", name, system, kind.Fault, opt.Clients, opt.PerConnection)
@@ -380,7 +380,7 @@ wait:
 		if err != nil || sts[0].Bake == nil {
 			return fmt.Errorf("no bake in the status: %v", err)
 		}
-		pid = sts[0].Bake.PID
+		pid, bakeStart = sts[0].Bake.PID, rep.at.Add(-sts[0].Bake.Duration)
 		go watchExit(ctx, pid, exited)
 	}
 	var gone time.Time
@@ -389,8 +389,8 @@ wait:
 	case <-time.After(exitTimeout):
 		return fmt.Errorf("the reverted generation (pid %d) still runs after %v", pid, exitTimeout)
 	}
-	b.times(b.sign(gone), rep.at, later(rep.at, gone))
-	if n := b.mon.count(bakeStart, reqsAt); n > 0 && !bakeStart.IsZero() {
+	b.times(b.sign(bakeStart, gone), rep.at, later(rep.at, gone))
+	if n := b.mon.count(bakeStart, reqsAt); n > 0 && !reqsAt.IsZero() {
 		b.r.BakeRequests, b.r.BakeSeenMS = reqs, ms(reqsAt.Sub(bakeStart))
 		b.r.NewShare = round(float64(reqs)/float64(n), 3)
 	}
@@ -441,7 +441,7 @@ func (b *badRun) deployNoBake(ctx context.Context, bt *batonTarget) error {
 	for _, t := range ends {
 		end = later(end, t)
 	}
-	b.times(b.sign(exitAt), decided, end)
+	b.times(b.sign(serving, exitAt), decided, end)
 	return nil
 }
 
@@ -468,12 +468,13 @@ func (b *badRun) deployNaive(ctx context.Context, o *ordersTarget) error {
 		return err
 	}
 	b.r.Reverted, b.r.Reason = true, "monitor: "+why
+	served := h.serving
 	o.env = nil
 	h, err = o.handover(ctx)
 	if err != nil {
 		return fmt.Errorf("the revert: %w", err)
 	}
-	b.times(b.sign(exitAt), decided, h.serving)
+	b.times(b.sign(served, exitAt), decided, h.serving)
 	return nil
 }
 
@@ -511,13 +512,19 @@ func (b *badRun) monitor(ctx context.Context, serving time.Time, exited <-chan t
 }
 
 // sign returns the failure's first sign for the kind: the bad process's
-// exit (a crash), or what the clients saw first after the deploy.
-func (b *badRun) sign(exitAt time.Time) time.Time {
+// exit (a crash), the first 500 a client read, or, for a slow version,
+// the fault's latency after it began serving: its first answers come
+// then, and a client cannot tell them from a good version's answers
+// slowed by a busy machine.
+func (b *badRun) sign(served, exitAt time.Time) time.Time {
 	switch b.kind.Name {
 	case "crash":
 		return exitAt
 	case "slow":
-		return b.mon.firstSlowAt()
+		if served.IsZero() {
+			return served
+		}
+		return served.Add(b.kind.Latency)
 	}
 	return b.mon.first5xxAt()
 }
@@ -573,13 +580,10 @@ func later(a, b time.Time) time.Time {
 // Observe): the first signs of a failure, the baseline before the
 // deploy, and what the monitor judges.
 type badMonitor struct {
-	slow time.Duration // an answer at least this slow is a sign (0: none)
-
-	mu        sync.Mutex
-	obs       []badObs // every answer, in the order they came
-	armed     time.Time
-	first5xx  time.Time
-	firstSlow time.Time
+	mu       sync.Mutex
+	obs      []badObs // every answer, in the order they came
+	armed    time.Time
+	first5xx time.Time
 }
 
 type badObs struct {
@@ -599,9 +603,6 @@ func (m *badMonitor) observe(s loadgen.Sample) {
 	if s.Status >= 500 && m.first5xx.IsZero() {
 		m.first5xx = now
 	}
-	if m.slow > 0 && s.Latency >= m.slow && m.firstSlow.IsZero() {
-		m.firstSlow = now
-	}
 }
 
 // arm marks the deploy's trigger: signs count from now.
@@ -611,9 +612,8 @@ func (m *badMonitor) arm() {
 	m.mu.Unlock()
 }
 
-func (m *badMonitor) armedAt() time.Time     { m.mu.Lock(); defer m.mu.Unlock(); return m.armed }
-func (m *badMonitor) first5xxAt() time.Time  { m.mu.Lock(); defer m.mu.Unlock(); return m.first5xx }
-func (m *badMonitor) firstSlowAt() time.Time { m.mu.Lock(); defer m.mu.Unlock(); return m.firstSlow }
+func (m *badMonitor) armedAt() time.Time    { m.mu.Lock(); defer m.mu.Unlock(); return m.armed }
+func (m *badMonitor) first5xxAt() time.Time { m.mu.Lock(); defer m.mu.Unlock(); return m.first5xx }
 
 // window returns the answers from since (inclusive) to until
 // (exclusive; zero: now) as counts and latencies.
