@@ -43,12 +43,19 @@
 //     new config, and applied by the loop's apply.
 //   - Each program (program.go) has one goroutine that owns its
 //     generations, its restart policy and its counters. Its life is a
-//     phase (phase.go: building, starting, running, backoff, exited,
-//     stopping, stopped, shutting down), with the legal transitions in one
-//     table; status reports the phase as the program's state. The restart
-//     policy is a pure tracker (restart.go). A program reaches the rest of
-//     baton only through its programEnv (env.go), which the phase tests
+//     phase (phase.go: building, waiting, starting, running, baking,
+//     backoff, exited, stopping, stopped, shutting down), with the legal
+//     transitions in one table; status reports the phase as the
+//     program's state. The restart policy is a pure tracker (restart.go);
+//     a bake judges a new generation beside the old one (bake.go); the
+//     health of the serving one, liveness and memory, is sampled and
+//     answered by a handover (monitor.go); the binaries that served are
+//     kept for rollback (keep.go). A program reaches the rest of baton
+//     only through its programEnv (env.go), which the phase tests
 //     replace with fakes.
+//   - Start order (after): programs report where they stand to the loop,
+//     which releases the programs waiting for them (supervisor.go,
+//     release).
 //   - A generation (generation.go) is a started process group: its
 //     reaper, output pumps, notify reader (notify.go) and readiness check
 //     (ready.go) post events to its program.
