@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -91,27 +90,10 @@ func groupRSS(pgid int) (int64, error) {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
+		if st, ok := readProcStat(pid); ok && (st.pgrp == pgid || pid == pgid) {
+			total += st.rss * pageSize
+			found = true
 		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		// After "pid (comm)": state ppid pgrp … rss is field 24, the
-		// 22nd after the comm.
-		f := strings.Fields(s[i+1:])
-		if len(f) < 22 {
-			continue
-		}
-		if pgrp, _ := strconv.Atoi(f[2]); pgrp != pgid && pid != pgid {
-			continue
-		}
-		rss, _ := strconv.ParseInt(f[21], 10, 64)
-		total += rss * pageSize
-		found = true
 	}
 	if !found {
 		return 0, fmt.Errorf("no process in group %d", pgid)

@@ -146,36 +146,43 @@ func inProcessGroup(pid, leader int) bool {
 		if pid == leader {
 			return true
 		}
-		ppid, pgrp, ok := procStat(pid)
+		st, ok := readProcStat(pid)
 		if !ok {
 			return false
 		}
-		if pgrp == leader {
+		if st.pgrp == leader {
 			return true
 		}
-		pid = ppid
+		pid = st.ppid
 	}
 	return false
 }
 
-// procStat reads a process's parent and process group from
-// /proc/PID/stat.
-func procStat(pid int) (ppid, pgrp int, ok bool) {
+// procStat is what baton reads of a process in /proc/PID/stat.
+type procStat struct {
+	ppid, pgrp int
+	rss        int64 // resident pages
+}
+
+// readProcStat reads /proc/PID/stat.
+func readProcStat(pid int) (procStat, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false
+		return procStat{}, false
 	}
-	// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens.
+	// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens;
+	// rss is the 24th field, the 22nd after comm.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, 0, false
+		return procStat{}, false
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 3 {
-		return 0, 0, false
+	if len(f) < 22 {
+		return procStat{}, false
 	}
 	ppid, err1 := strconv.Atoi(f[1])
 	pgrp, err2 := strconv.Atoi(f[2])
-	return ppid, pgrp, err1 == nil && err2 == nil
+	rss, err3 := strconv.ParseInt(f[21], 10, 64)
+	return procStat{ppid: ppid, pgrp: pgrp, rss: rss}, err1 == nil && err2 == nil && err3 == nil
 }

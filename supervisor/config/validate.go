@@ -386,28 +386,14 @@ func (v *validator) ready(r *rawReady, p *Program) {
 	if r.HTTP != nil && r.Delay != nil {
 		v.errorf(r.DelayRange, "Conflicting readiness", "Use either http or delay in a ready block, not both.")
 	}
-	switch {
-	case r.HTTP != nil:
-		out.Mode, out.Path = ReadyHTTP, *r.HTTP
-		if !strings.HasPrefix(out.Path, "/") {
-			v.errorf(r.HTTPRange, "Invalid health path", "%q: http is a request path such as \"/healthz\".", *r.HTTP)
-		}
-		if len(p.Listeners) > 0 {
-			out.Listener = p.Listeners[0].Name
-		}
-		if r.Listener != nil {
-			out.Listener = *r.Listener
-			if !p.hasListener(*r.Listener) {
-				v.errorf(r.ListenerRange, "Unknown listener", "Program %q has no listener named %q.", p.Name, *r.Listener)
-			}
-		}
+	out.Path, out.Listener = v.probe(r.HTTP, r.HTTPRange, r.Listener, r.ListenerRange, p, "an http readiness check")
+	if r.HTTP != nil {
+		out.Mode = ReadyHTTP
 		for _, l := range p.Listeners {
 			if l.Name == out.Listener && strings.HasPrefix(l.Address, "unix:") {
 				v.warnf(r.HTTPRange, "HTTP readiness on a unix socket", "During a handover baton cannot tell which generation answered on %s: the old one may answer for a new one that is not ready. Prefer notify readiness, or check a TCP listener.", l.Address)
 			}
 		}
-	case r.Listener != nil:
-		v.errorf(r.ListenerRange, "Listener without http", "listener only applies to an http readiness check.")
 	}
 	if r.Delay != nil {
 		out.Mode = ReadyDelay
@@ -457,6 +443,31 @@ func (v *validator) restart(r *rawRestart, out *RestartConfig) {
 	}
 }
 
+// probe validates the http and listener attributes of a block that probes
+// the program over HTTP (ready, bake, liveness), what naming the probe in
+// messages: the path, and the listener, the program's first by default.
+func (v *validator) probe(http *string, httpRange hcl.Range, listener *string, listenerRange hcl.Range, p *Program, what string) (path, name string) {
+	if http != nil {
+		path = *http
+		if !strings.HasPrefix(path, "/") {
+			v.errorf(httpRange, "Invalid health path", "%q: http is a request path such as \"/healthz\".", *http)
+		}
+		if len(p.Listeners) > 0 {
+			name = p.Listeners[0].Name
+		}
+	}
+	if listener != nil {
+		name = *listener
+		switch {
+		case http == nil:
+			v.errorf(listenerRange, "Listener without http", "listener only applies to %s.", what)
+		case !p.hasListener(*listener):
+			v.errorf(listenerRange, "Unknown listener", "Program %q has no listener named %q.", p.Name, *listener)
+		}
+	}
+	return path, name
+}
+
 func (v *validator) bake(r *rawBake, p *Program) *BakeConfig {
 	b := defaultBake()
 	v.duration(r.Duration, r.DurationRange, false, &b.Duration)
@@ -464,24 +475,7 @@ func (v *validator) bake(r *rawBake, p *Program) *BakeConfig {
 	if b.Interval > b.Duration {
 		v.errorf(r.IntervalRange, "Interval beyond the bake", "interval %v is longer than the bake's duration %v.", b.Interval, b.Duration)
 	}
-	if r.HTTP != nil {
-		b.Path = *r.HTTP
-		if !strings.HasPrefix(b.Path, "/") {
-			v.errorf(r.HTTPRange, "Invalid health path", "%q: http is a request path such as \"/healthz\".", *r.HTTP)
-		}
-		if len(p.Listeners) > 0 {
-			b.Listener = p.Listeners[0].Name
-		}
-	}
-	if r.Listener != nil {
-		b.Listener = *r.Listener
-		switch {
-		case r.HTTP == nil:
-			v.errorf(r.ListenerRange, "Listener without http", "listener only applies to the bake's http probe.")
-		case !p.hasListener(*r.Listener):
-			v.errorf(r.ListenerRange, "Unknown listener", "Program %q has no listener named %q.", p.Name, *r.Listener)
-		}
-	}
+	b.Path, b.Listener = v.probe(r.HTTP, r.HTTPRange, r.Listener, r.ListenerRange, p, "the bake's http probe")
 	if r.MaxErrors != nil {
 		f, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(*r.MaxErrors, "%")), 64)
 		if err != nil || !strings.HasSuffix(*r.MaxErrors, "%") || f < 0 || f > 100 {
@@ -512,24 +506,7 @@ func (v *validator) liveness(r *rawLiveness, p *Program) *LivenessConfig {
 			l.Failures = *r.Failures
 		}
 	}
-	if r.HTTP != nil {
-		l.Path = *r.HTTP
-		if !strings.HasPrefix(l.Path, "/") {
-			v.errorf(r.HTTPRange, "Invalid health path", "%q: http is a request path such as \"/healthz\".", *r.HTTP)
-		}
-		if len(p.Listeners) > 0 {
-			l.Listener = p.Listeners[0].Name
-		}
-	}
-	if r.Listener != nil {
-		l.Listener = *r.Listener
-		switch {
-		case r.HTTP == nil:
-			v.errorf(r.ListenerRange, "Listener without http", "listener only applies to the liveness http probe.")
-		case !p.hasListener(*r.Listener):
-			v.errorf(r.ListenerRange, "Unknown listener", "Program %q has no listener named %q.", p.Name, *r.Listener)
-		}
-	}
+	l.Path, l.Listener = v.probe(r.HTTP, r.HTTPRange, r.Listener, r.ListenerRange, p, "the liveness http probe")
 	if r.HTTP == nil && r.Watchdog == nil {
 		v.errorf(r.DefRange, "Nothing to check", "A liveness block needs http (a probe) or watchdog (systemd's WATCHDOG=1 pings), or both.")
 	}
