@@ -122,6 +122,9 @@ func (s *Supervisor) serveMetrics(l net.Listener) {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("baton metrics: /metrics\n"))
 	})
+	if s.healthLn == nil {
+		s.healthHandler(mux) // /livez and /readyz beside /metrics
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-s.loopDone

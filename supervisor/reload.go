@@ -257,7 +257,10 @@ func (s *Supervisor) apply(m msgApply) {
 	if file.Metrics != s.file.Metrics {
 		s.log.Warn("the metrics block changed; restart baton to apply it", "address", s.file.Metrics.Address)
 	}
-	file.Control, file.Metrics = s.file.Control, s.file.Metrics
+	if file.Health != s.file.Health {
+		s.log.Warn("the health block changed; restart baton to apply it", "address", s.file.Health.Address)
+	}
+	file.Control, file.Metrics, file.Health = s.file.Control, s.file.Metrics, s.file.Health
 	if s.ownLogger && file.Log.Level != s.file.Log.Level {
 		s.log.SetLevel(s.ownLevel(file))
 		s.outLog.SetLevel(hclog.LevelFromString(file.Log.Level))

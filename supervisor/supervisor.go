@@ -72,6 +72,8 @@ type Supervisor struct {
 	baseEnv   []string
 	controlLn net.Listener // nil when the control socket is off
 	metricsLn net.Listener // nil without a metrics block
+	healthLn  net.Listener // nil without a health block (readyz.go)
+	health    healthState
 	metrics   *metrics
 	hooks     []func(Event) // Observe's, fixed once Run starts
 	starter   *starter      // set by Run
@@ -204,6 +206,9 @@ func New(cfg Config) (*Supervisor, error) {
 		if s.metricsLn != nil {
 			s.metricsLn.Close()
 		}
+		if s.healthLn != nil {
+			s.healthLn.Close()
+		}
 		os.RemoveAll(s.runDir)
 		s.logFiles.closeAll()
 		return nil, err
@@ -230,6 +235,11 @@ func New(cfg Config) (*Supervisor, error) {
 			return fail(fmt.Errorf("metrics: %w", err))
 		}
 		s.metrics = newMetrics(s)
+	}
+	if addr := file.Health.Address; addr != "" {
+		if s.healthLn, err = net.Listen("tcp", addr); err != nil {
+			return fail(fmt.Errorf("health: %w", err))
+		}
 	}
 	s.env = &programEnv{
 		log:      s.log,
@@ -323,6 +333,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if s.metricsLn != nil {
 		s.background(func() { s.serveMetrics(s.metricsLn) })
 	}
+	if s.healthLn != nil {
+		s.background(func() { s.serveHealth(s.healthLn) })
+	}
 	for _, name := range s.order() {
 		if p := s.programs[name]; s.dev(p.cfg) {
 			s.startBuilder(p, p.cfg)
@@ -360,12 +373,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 func (s *Supervisor) loop(ctx context.Context, stopBackground func()) {
 	defer close(s.loopDone)
 	done := ctx.Done()
+	var delay <-chan time.Time // the shutdown delay runs
 	for !s.stopping || s.live > 0 {
 		select {
 		case <-done:
 			done = nil
-			s.log.Info("stopping every program", "reason", context.Cause(ctx))
-			s.shutdown(stopBackground)
+			delay = s.beginStop(context.Cause(ctx), stopBackground)
+		case <-delay:
+			delay = nil
+			s.endDelay(stopBackground)
 		case <-s.ended:
 			s.live--
 		case m := <-s.msgs:
@@ -405,6 +421,7 @@ func (s *Supervisor) shutdown(stopBackground func()) {
 		return
 	}
 	s.stopping = true
+	s.health.leaving.Store(true)
 	s.systemd.stopping()
 	stopBackground()
 	for _, p := range s.programs {

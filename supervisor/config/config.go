@@ -56,7 +56,13 @@ type File struct {
 	Watch    WatchConfig   // the top-level watch block
 	Control  ControlConfig // the control block
 	Metrics  MetricsConfig // the metrics block
+	Health   HealthConfig  // the health block
 	Programs []*Program    // in file order
+	// ShutdownDelay is how long baton keeps every program serving, with
+	// /readyz failing, between SIGTERM (or SIGINT) and the stop of its
+	// programs: the time a load balancer needs to see /readyz fail and
+	// stop sending new requests to this host. Default 0.
+	ShutdownDelay time.Duration
 }
 
 // Program returns the program block called name, or nil.
@@ -78,6 +84,14 @@ type ControlConfig struct {
 // MetricsConfig is the metrics block: Prometheus metrics over HTTP.
 type MetricsConfig struct {
 	Address string // "" when off
+}
+
+// HealthConfig is the health block: where baton serves /livez and
+// /readyz for load balancers and orchestrators.
+type HealthConfig struct {
+	// Address is a TCP address; "" serves them on the metrics address,
+	// or nowhere without a metrics block.
+	Address string
 }
 
 // LogFile is a log file with size-based rotation: when a write would

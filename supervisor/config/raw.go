@@ -12,7 +12,16 @@ type rawFile struct {
 	Watch    *rawWatch    `hcl:"watch,block"`
 	Control  *rawControl  `hcl:"control,block"`
 	Metrics  *rawMetrics  `hcl:"metrics,block"`
+	Health   *rawHealth   `hcl:"health,block"`
 	Programs []rawProgram `hcl:"program,block"`
+
+	ShutdownDelay      *string   `hcl:"shutdown_delay,optional"`
+	ShutdownDelayRange hcl.Range `hcl:"shutdown_delay,attr_value_range"`
+}
+
+type rawHealth struct {
+	Address      string    `hcl:"address"`
+	AddressRange hcl.Range `hcl:"address,attr_value_range"`
 }
 
 type rawControl struct {

@@ -57,6 +57,10 @@ func (v *validator) file(raw *rawFile, filename string, body *hclsyntax.Body) *F
 	if raw.Metrics != nil {
 		v.metrics(raw.Metrics, &f.Metrics)
 	}
+	if raw.Health != nil {
+		v.health(raw.Health, f)
+	}
+	v.duration(raw.ShutdownDelay, raw.ShutdownDelayRange, true, &f.ShutdownDelay)
 	if raw.Log != nil {
 		v.log(raw.Log, &f.Log)
 	}
@@ -168,6 +172,17 @@ func (v *validator) metrics(m *rawMetrics, out *MetricsConfig) {
 		v.errorf(m.AddressRange, "Invalid metrics address", "%q: metrics are served on a TCP address such as \"127.0.0.1:9090\".", m.Address)
 	}
 	out.Address = addr
+}
+
+func (v *validator) health(h *rawHealth, f *File) {
+	addr, err := v.address(h.Address)
+	switch {
+	case err != nil || strings.HasPrefix(addr, "unix:"):
+		v.errorf(h.AddressRange, "Invalid health address", "%q: /livez and /readyz are served on a TCP address such as \"127.0.0.1:9100\".", h.Address)
+	case addr == f.Metrics.Address:
+		v.errorf(h.AddressRange, "Address used twice", "%s is the metrics address; leave the health block out to serve /livez and /readyz there.", addr)
+	}
+	f.Health.Address = addr
 }
 
 func (v *validator) log(l *rawLog, out *LogConfig) {
