@@ -53,6 +53,22 @@
 //     BatchWriter.Enqueue return ErrClosed), cancels the tasks' context and
 //     waits for them up to TaskTimeout.
 //
+// # The lame duck
+//
+// Without baton, behind a load balancer that learns of a stop late (the
+// endpoint removal of Kubernetes or Nomad reaches kube-proxy, ingress
+// controllers and cloud load balancers seconds after the signal), closing
+// the listener at the signal refuses connections that are still sent
+// here. Config.LameDuck, or the environment variable BATON_LAME_DUCK
+// (EnvLameDuck, a duration such as "15s", which wins), puts a lame duck
+// before the drain: the server keeps accepting and serving for that long
+// while Health answers 503 and every response carries "Connection:
+// close", so that clients reconnect through the load balancer, which
+// by then sends them elsewhere. A second signal ends it early. Under
+// baton there is none: a handover keeps the socket open in baton and the
+// next generation, and baton's shutdown_delay fails /readyz for the
+// whole host before it stops its programs.
+//
 // The defaults add up to 26 s, below baton's default stop timeout of 30 s.
 // Under baton, BATON_STOP_TIMEOUT scales the defaults down when the
 // program's stop timeout is shorter.
@@ -160,7 +176,8 @@
 //
 // # Signals
 //
-//	SIGTERM, SIGINT  drain as above, then Serve returns
+//	SIGTERM, SIGINT  the lame duck, if any, then drain as above, then
+//	                 Serve returns; a second one ends the lame duck
 //	SIGPIPE          delivered to a channel and dropped: when the
 //	                 supervisor dies and stdout breaks, writes fail with
 //	                 EPIPE and the drain still completes

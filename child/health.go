@@ -8,6 +8,7 @@ import (
 
 // Health returns a handler for a health endpoint: 200 with
 // {"status":"ok","pid":P,"generation":G} while serving, 503 with
+// "status":"stopping" in the lame duck (Config.LameDuck) and
 // "status":"draining" once the drain has begun, so that load balancers
 // and readiness checks stop sending traffic here.
 func (s *Server) Health() http.Handler {
@@ -19,8 +20,11 @@ func (s *Server) Health() http.Handler {
 			Generation int    `json:"generation"`
 		}{"ok", pid, gen}
 		code := http.StatusOK
-		if s.Draining() {
+		switch {
+		case s.Draining():
 			body.Status, code = "draining", http.StatusServiceUnavailable
+		case s.lame.Load():
+			body.Status, code = "stopping", http.StatusServiceUnavailable
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")

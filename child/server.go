@@ -87,6 +87,16 @@ type Config struct {
 	// drains as before either way.)
 	DisableIdleHandoff bool
 
+	// LameDuck is how long the server keeps accepting and serving after
+	// a stop signal, with Health answering 503 and every response
+	// carrying "Connection: close", before it drains: the time the load
+	// balancers in front of it need to stop sending here. For a server
+	// run without baton (Kubernetes, Nomad, systemd); EnvLameDuck
+	// overrides it. Default 0: the drain begins at once. Under baton it is
+	// always 0: a handover needs none, since the socket stays open, and
+	// baton's shutdown_delay does the same for the whole host.
+	LameDuck time.Duration
+
 	CloseTimeout    time.Duration // default DefaultCloseTimeout
 	DrainTimeout    time.Duration // default DefaultDrainTimeout
 	ShutdownTimeout time.Duration // default DefaultShutdownTimeout
@@ -111,6 +121,7 @@ type Server struct {
 	addr string
 
 	draining atomic.Bool
+	lame     atomic.Bool   // in the lame duck (lameduck.go)
 	stopping chan struct{} // closed when the drain begins
 	drainCtx context.Context
 	drained  context.CancelCauseFunc // cancels drainCtx: DrainContext's signal
@@ -136,6 +147,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = NewLogger("child")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{}), stats: takeStatsEnv(), endpoint: env.handoff, idleStopped: make(chan struct{})}
+	var err error
+	if s.cfg.LameDuck, err = lameDuckFrom(cfg.LameDuck, os.Getenv(EnvLameDuck)); err != nil {
+		s.log.Warn("ignoring the lame duck's environment variable", "error", err)
+	}
+	if s.cfg.LameDuck > 0 && Supervised() {
+		s.log.Debug("no lame duck under baton: its shutdown_delay covers the host, and a handover needs none", "lame_duck", s.cfg.LameDuck.String())
+		s.cfg.LameDuck = 0
+	}
 	s.drainCtx, s.drained = context.WithCancelCause(context.Background())
 	if env.ignored != "" {
 		s.log.Warn("ignoring inherited sockets", "reason", env.ignored)
@@ -282,6 +301,7 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	var cause error
 	select {
 	case sig := <-sigs:
+		cause = s.lameDuck(ctx, sig, sigs, serveErr)
 		s.log.Info("draining", "signal", sig.String())
 	case <-ctx.Done():
 		s.log.Info("draining", "reason", context.Cause(ctx))
@@ -406,7 +426,7 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 		}
 		dw := &drainWriter{ResponseWriter: w, s: s, r: r}
 		h.ServeHTTP(dw, r)
-		if !dw.wrote && s.draining.Load() && s.closesAfter(r) {
+		if !dw.wrote && s.closing(r) {
 			// net/http writes the header of a handler that wrote nothing
 			// after it returns: still in time.
 			w.Header().Set("Connection", "close")
@@ -438,7 +458,7 @@ func (w *drainWriter) WriteHeader(code int) {
 		w.wrote, w.code = true, code
 		// A protocol switch (a WebSocket) needs its "Connection:
 		// Upgrade"; its handler says goodbye in its own protocol.
-		if w.s.draining.Load() && code != http.StatusSwitchingProtocols && w.s.closesAfter(w.r) {
+		if w.s.closing(w.r) && code != http.StatusSwitchingProtocols {
 			w.ResponseWriter.Header().Set("Connection", "close")
 		}
 	}
