@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/internal/reaper"
 	"github.com/baton-run/baton/supervisor/config"
 
 	"github.com/hashicorp/go-hclog"
@@ -183,7 +184,7 @@ func (b *builder) build(ctx context.Context, bc *config.BuildConfig, output stri
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	b.log.Debug("building", "command", strings.Join(argv, " "))
-	out, err := cmd.CombinedOutput()
+	out, err := reaper.CombinedOutput(cmd) // an own child: the orphan reaper leaves it alone
 	if err != nil {
 		return out, fmt.Errorf("%s: %w", argv[0], err)
 	}

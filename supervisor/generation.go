@@ -16,6 +16,7 @@ import (
 	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/protocol"
+	"github.com/baton-run/baton/internal/reaper"
 	"github.com/baton-run/baton/internal/watch"
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/hashicorp/go-hclog"
@@ -466,6 +467,7 @@ func reap(g *generation, cmd *exec.Cmd, pumps *sync.WaitGroup, post func(event))
 	}
 	syscall.Kill(-g.pid, syscall.SIGKILL)
 	cmd.Wait()
+	reaper.Forget(g.pid) // started by reaper.Start (spawner)
 	st := statusOf(cmd.ProcessState)
 	// The output of its last moments explains a failure: read it to the
 	// end first. The group is dead, so the pipes close, unless a process

@@ -3,6 +3,8 @@ package supervisor
 import (
 	"os/exec"
 	"runtime"
+
+	"github.com/baton-run/baton/internal/reaper"
 )
 
 // spawner starts every child from one goroutine locked to its OS thread.
@@ -39,7 +41,7 @@ func newSpawner() *spawner {
 }
 
 func (s *spawner) start(cmd *exec.Cmd) error {
-	r := spawnReq{cmd: cmd, start: (*exec.Cmd).Start, err: make(chan error, 1)}
+	r := spawnReq{cmd: cmd, start: reaper.Start, err: make(chan error, 1)}
 	s.reqs <- r
 	return <-r.err
 }

@@ -46,6 +46,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 // runSupervisor runs sup until a signal stops it, turning the other
 // signals into reloads and immediate stops.
 func runSupervisor(sup *supervisor.Supervisor) int {
+	defer startInit(sup.Logger())()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	sigs := make(chan os.Signal, 4)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -242,6 +243,20 @@ var Children = map[string]func() int{
 			}
 			fmt.Printf("fake: holding a connection from %s\n", a.Conn.RemoteAddr())
 		}
+	},
+	// orphans: makes FAKE_ORPHANS orphans, each a shell's background job
+	// that exits 7 once the shell that started it is gone, then serves.
+	// Their parent is then the nearest subreaper, or PID 1.
+	"orphans": func() int {
+		n, _ := strconv.Atoi(os.Getenv("FAKE_ORPHANS"))
+		for i := 0; i < n; i++ {
+			if err := exec.Command("/bin/sh", "-c", "(sleep 0.01; exit 7) & exit 0").Run(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		fmt.Printf("fake: made %d orphans\n", n)
+		return fakeServe(child.Config{})
 	},
 	// grandchild: starts a grandchild that would outlive it, then serves.
 	"grandchild": func() int {
