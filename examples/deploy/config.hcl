@@ -9,6 +9,14 @@ log {
 control { socket = "/run/baton/control.sock" }
 metrics { address = "127.0.0.1:9090" }
 
+# Behind a load balancer that checks /readyz (HAProxy: option httpchk GET
+# /readyz, inter 500ms fall 2): at SIGTERM /readyz fails at once, and the
+# programs keep serving for shutdown_delay (above inter × fall) before
+# they drain. baton.service's TimeoutStopSec must exceed shutdown_delay
+# plus the longest stop timeout (examples/manifests_test.go checks it).
+shutdown_delay = "2s"
+health { address = "127.0.0.1:9100" }   # the address the load balancer checks
+
 # The schema first: a one-shot that runs to completion before orders
 # starts (after = ["migrate"] below). If it fails, orders waits, and
 # baton status says why; baton start migrate runs it again.
