@@ -22,9 +22,14 @@ one keeps serving.
 
 Signals:
   SIGHUP           re-read the config and hand over every program
-  SIGTERM, SIGINT  stop every program gracefully, then exit; a second one
-                   stops them immediately
+  SIGTERM, SIGINT  fail /readyz, keep serving for shutdown_delay, then stop
+                   every program gracefully and exit; a second one stops
+                   them immediately
   SIGQUIT          stop every program immediately (SIGKILL), then exit
+  SIGUSR1, SIGUSR2 as PID 1 (a container's entrypoint): ignored
+
+As PID 1 baton reaps every orphan of the container; elsewhere it is the
+child subreaper of its programs and reaps theirs.
 
 Exit status: 0 when every program stopped within its stop timeout, 3 when
 a child had to be killed, 1 when the config or a socket failed.`
