@@ -28,7 +28,8 @@ import (
 // one starting for the first time, waiting out a restart backoff, left
 // down by its restart policy, or building in baton dev makes the host not
 // ready. A handover never does: the old generation serves until the new
-// one is ready, and the program stays running throughout.
+// one is ready, and the program stays running throughout; a bake neither:
+// both generations serve until its verdict.
 //
 // With shutdown_delay, SIGTERM first fails /readyz and keeps every
 // program serving for that long, so that the load balancer stops sending
@@ -67,7 +68,10 @@ func ready(leaving bool, sts []control.ProgramStatus, name string) readiness {
 		if name != "" && st.Name != name {
 			continue
 		}
-		pr := programReadiness{Name: st.Name, State: st.State, Ready: st.State == control.StateRunning}
+		// Baking: the new generation serves beside the old one, which
+		// serves until the verdict. Either way the program serves.
+		serves := st.State == control.StateRunning || st.State == control.StateBaking
+		pr := programReadiness{Name: st.Name, State: st.State, Ready: serves}
 		r.Programs = append(r.Programs, pr)
 		if st.State == control.StateStopped || st.State == control.StateStopping {
 			continue // stopped on request: not expected to serve

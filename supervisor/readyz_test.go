@@ -105,6 +105,23 @@ func TestReadyz_handoverNeverFailsIt(t *testing.T) {
 	}
 }
 
+// A bake never fails /readyz either: both generations serve until its
+// verdict.
+func TestReadyz_bakeIsServing(t *testing.T) {
+	const bake = `
+    duration = "1h"
+    interval = "100ms"`
+	h := newHarness(t, `health { address = "127.0.0.1:0" }`+bakeProgram(bake, `VERSION = "1"`))
+	h.waitEvent("app", "ready", 1)
+	h.write(`health { address = "127.0.0.1:0" }` + bakeProgram(bake, `VERSION = "2"`))
+	go h.sup.Reload(context.Background(), ReloadRequest{Reason: "deploy", Force: true})
+	h.waitLog("baking: the new generation serves beside the old one", 1)
+	if code, r := readyz(t, h.sup.HealthAddr(), "/readyz"); code != 200 || r.Programs[0].State != control.StateBaking {
+		t.Fatalf("during the bake: want 200 with app baking, have %d %+v", code, r)
+	}
+	h.stop()
+}
+
 // A program that crashed and waits out its backoff makes the host not
 // ready; one stopped on request does not, but /readyz/{name} says it
 // does not serve. Served beside /metrics without a health block.
