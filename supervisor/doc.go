@@ -95,12 +95,12 @@
 //	SIGHUP           Reload with Force: re-read the config; hand over every program
 //	SIGTERM, SIGINT  stop every program gracefully (Run's context), then exit;
 //	                 /readyz fails first, and with shutdown_delay the
-//	                 programs serve that long before they stop (health.go)
+//	                 programs serve that long before they stop (readyz.go)
 //	SIGQUIT          Kill: SIGKILL every process group, reap, exit
 //
 // # Health
 //
-// /livez and /readyz (health.go) tell load balancers and orchestrators
+// /livez and /readyz (readyz.go) tell load balancers and orchestrators
 // whether baton answers and whether every program that should serve
 // serves; a handover never fails /readyz, and the final stop fails it
 // at once. As PID 1 or a child subreaper, cmd/baton reaps the orphans

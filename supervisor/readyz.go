@@ -24,7 +24,9 @@ import (
 //	                      final stop begins
 //	GET /readyz/{program} the same for one program
 //
-// A program "should serve" unless it was stopped on request (baton stop):
+// A program "should serve" unless it was stopped on request (baton stop)
+// or is a one-shot that completed (a one-shot still running, or failed,
+// keeps the host not ready: what comes after it waits):
 // one starting for the first time, waiting out a restart backoff, left
 // down by its restart policy, or building in baton dev makes the host not
 // ready. A handover never does: the old generation serves until the new
@@ -75,6 +77,10 @@ func ready(leaving bool, sts []control.ProgramStatus, name string) readiness {
 		r.Programs = append(r.Programs, pr)
 		if st.State == control.StateStopped || st.State == control.StateStopping {
 			continue // stopped on request: not expected to serve
+		}
+		if st.State == control.StateExited && st.Reason == oneshotDone {
+			pr.Ready = true // a one-shot that completed: it serves nothing
+			continue
 		}
 		should++
 		if pr.Ready {

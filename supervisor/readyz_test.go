@@ -105,6 +105,30 @@ func TestReadyz_handoverNeverFailsIt(t *testing.T) {
 	}
 }
 
+// A one-shot that completed serves nothing and does not hold the host
+// back; one that failed does (what comes after it waits).
+func TestReadyz_oneshotCompleted(t *testing.T) {
+	migrate := func(code string) string {
+		return withEnv(fakeProgram("migrate", "oneshot", `type = "oneshot"`), "oneshot", `FAKE_EXIT = "`+code+`"`)
+	}
+	app := fakeProgram("app", "serve", `after = ["migrate"]`)
+	const health = `health { address = "127.0.0.1:0" }`
+	h := newHarness(t, health+migrate("3")+app)
+	h.waitLog("start order: program=app state=\"waiting for migrate", 1)
+	if code, r := readyz(t, h.sup.HealthAddr(), "/readyz"); code != 503 {
+		t.Fatalf("after a failed one-shot: want 503, have %d %+v", code, r)
+	}
+	h.write(health + migrate("0") + app)
+	if _, err := h.sup.Reload(context.Background(), ReloadRequest{Programs: []string{"migrate"}, Reason: "fixed", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitEvent("app", "ready", 1)
+	if code, r := readyz(t, h.sup.HealthAddr(), "/readyz"); code != 200 || r.Programs[0].State != control.StateExited {
+		t.Fatalf("one-shot completed, app serving: want 200, have %d %+v", code, r)
+	}
+	h.stop()
+}
+
 // A bake never fails /readyz either: both generations serve until its
 // verdict.
 func TestReadyz_bakeIsServing(t *testing.T) {
