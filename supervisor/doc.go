@@ -98,7 +98,7 @@
 //	                 programs serve that long before they stop (readyz.go)
 //	SIGQUIT          Kill: SIGKILL every process group, reap, exit
 //
-// # Health
+// # Load balancers and PID 1
 //
 // /livez and /readyz (readyz.go) tell load balancers and orchestrators
 // whether baton answers and whether every program that should serve
