@@ -24,10 +24,12 @@ type params struct {
 	serverTimeout time.Duration // HAProxy's timeout server: what a cut link costs a request in flight
 }
 
-// Full is the command's default; short is the CI test's.
+// Full is the command's default; short is the CI test's, whose delays
+// keep 2 s of margin over HAProxy's inter × fall (1 s) on a busy CI
+// machine.
 var (
 	fullParams  = params{clients: 32, step: 3000, stopTimeout: 30 * time.Second, shutdownDelay: 2 * time.Second, lameDuck: 2 * time.Second, serverTimeout: 5 * time.Second}
-	shortParams = params{clients: 8, step: 150, stopTimeout: 5 * time.Second, shutdownDelay: 2 * time.Second, lameDuck: 2 * time.Second, serverTimeout: 3 * time.Second}
+	shortParams = params{clients: 8, step: 150, stopTimeout: 5 * time.Second, shutdownDelay: 3 * time.Second, lameDuck: 3 * time.Second, serverTimeout: 3 * time.Second}
 )
 
 const waitLong = 90 * time.Second
