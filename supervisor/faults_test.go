@@ -324,6 +324,7 @@ func TestEnvFile_saveHandsOver(t *testing.T) {
 	}
 	proctest.Replace(t, env, "API_TOKEN=s3cr3t-two\n")
 	h.waitEvent("app", "ready", 2)
+	h.waitEvent("app", "exit", 1) // until then the old one may accept too
 	if e := proctest.Get(t, "http://"+addr+"/env"); !strings.Contains(e, "API_TOKEN=s3cr3t-two\n") {
 		t.Fatalf("the new value did not reach the program:\n%s", e)
 	}
