@@ -273,6 +273,9 @@ type hashEntry struct {
 	sum          string
 }
 
+// hashReads counts the binaries read to hash them: the cache's misses.
+var hashReads atomic.Int64
+
 // maxHashes bounds the cache: baton dev writes each build to a new path.
 const maxHashes = 256
 
@@ -288,6 +291,7 @@ func binaryHash(path string) (string, error) {
 	if ok && e.dev == id.dev && e.ino == id.ino && e.size == id.size && e.mtime == id.mtime && e.ctime == id.ctime {
 		return e.sum, nil
 	}
+	hashReads.Add(1)
 	sum, err := watch.Hash(path)
 	if err != nil {
 		return "", err
@@ -300,6 +304,25 @@ func binaryHash(path string) (string, error) {
 	hashes.m[path] = id
 	hashes.Unlock()
 	return sum, nil
+}
+
+// linksChanged tells the hash cache that baton itself added or removed a
+// hard link to the file dev/ino (keeping a binary for rollback): that
+// changes the file's ctime, not its content, and without this every
+// handover after a kept binary would hash the binary again.
+func linksChanged(dev, ino uint64) {
+	hashes.Lock()
+	defer hashes.Unlock()
+	for path, e := range hashes.m {
+		if e.dev != dev || e.ino != ino {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(path, &st) == nil && st.Dev == e.dev && st.Ino == e.ino && st.Size == e.size && st.Mtim == e.mtime {
+			e.ctime = st.Ctim
+			hashes.m[path] = e
+		}
+	}
 }
 
 // starter starts real generations: through the exec shim, in their own

@@ -52,10 +52,11 @@ func keepExe(pid int, dst string) error {
 	if err := syscall.Stat(exe, &want); err != nil {
 		return err
 	}
-	os.Remove(dst)
+	unlinkKept(dst)
 	if target, err := os.Readlink(exe); err == nil && !strings.HasSuffix(target, " (deleted)") {
 		var have syscall.Stat_t
 		if syscall.Stat(target, &have) == nil && have.Dev == want.Dev && have.Ino == want.Ino && os.Link(target, dst) == nil {
+			linksChanged(uint64(have.Dev), have.Ino)
 			return nil
 		}
 	}
@@ -81,12 +82,24 @@ func keepExe(pid int, dst string) error {
 	return os.Rename(tmp, dst)
 }
 
+// unlinkKept removes a kept binary, which may be a hard link to the one
+// that serves.
+func unlinkKept(path string) {
+	var st syscall.Stat_t
+	if syscall.Lstat(path, &st) != nil {
+		return
+	}
+	if os.Remove(path) == nil && st.Nlink > 1 {
+		linksChanged(uint64(st.Dev), st.Ino)
+	}
+}
+
 // onKept records a binary kept for rollback; the oldest beyond
 // keptBinaries goes.
 func (p *program) onKept(k keptBinary) {
 	p.kept = append(p.kept, k)
 	for len(p.kept) > keptBinaries {
-		os.Remove(p.kept[0].path)
+		unlinkKept(p.kept[0].path)
 		p.kept = p.kept[1:]
 	}
 }

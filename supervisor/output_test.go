@@ -3,7 +3,9 @@ package supervisor
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,8 +84,9 @@ func TestBinaryHash_cachedUntilTheFileChanges(t *testing.T) {
 	old := time.Now().Add(-time.Hour)
 	os.Chtimes(path, old, old)
 	h1, _ := binaryHash(path)
-	if h2, _ := binaryHash(path); h2 != h1 {
-		t.Fatal("the same file hashed differently")
+	reads := hashReads.Load()
+	if h2, _ := binaryHash(path); h2 != h1 || hashReads.Load() != reads {
+		t.Fatal("the same file was read again, or hashed differently")
 	}
 	os.WriteFile(path, []byte("two"), 0o755) // same size, in place
 	h3, _ := binaryHash(path)
@@ -92,7 +95,33 @@ func TestBinaryHash_cachedUntilTheFileChanges(t *testing.T) {
 	}
 	os.WriteFile(path+".new", []byte("six"), 0o755)
 	os.Rename(path+".new", path)
-	if h4, _ := binaryHash(path); h4 == h3 {
+	h4, _ := binaryHash(path)
+	if h4 == h3 {
 		t.Fatal("a file renamed into place kept the old hash")
+	}
+
+	// A binary kept for rollback is a hard link, and the oldest kept one
+	// is removed: both change the file's ctime, neither its content.
+	kept := filepath.Join(t.TempDir(), "kept")
+	if err := os.Link(path, kept); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	syscall.Stat(path, &st)
+	linksChanged(st.Dev, st.Ino)
+	unlinkKept(kept)
+	reads = hashReads.Load()
+	if h, _ := binaryHash(path); h != h4 || hashReads.Load() != reads {
+		t.Fatal("a link baton added and removed made it read the binary again")
+	}
+
+	// Written in place with its size and modification time kept (cp -p
+	// over it): only the ctime tells.
+	var before syscall.Stat_t
+	syscall.Stat(path, &before)
+	os.WriteFile(path, []byte("ten"), 0o755)
+	os.Chtimes(path, time.Unix(before.Atim.Unix()), time.Unix(before.Mtim.Unix()))
+	if h, _ := binaryHash(path); h == h4 {
+		t.Fatal("a file written in place with its mtime restored kept its old hash")
 	}
 }
