@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/internal/pause"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -26,10 +27,13 @@ import (
 type Router struct {
 	log     hclog.Logger
 	current atomic.Pointer[Peer]
+
+	mu    sync.Mutex
+	peers map[*Peer]bool // whose reader runs (see upgrade.go)
 }
 
 // NewRouter returns the router of one program.
-func NewRouter(log hclog.Logger) *Router { return &Router{log: log} }
+func NewRouter(log hclog.Logger) *Router { return &Router{log: log, peers: map[*Peer]bool{}} }
 
 // Peer is baton's end of one generation's handoff socket.
 type Peer struct {
@@ -37,6 +41,10 @@ type Peer struct {
 	gen  int
 	conn *net.UnixConn
 	done chan struct{}
+	// pause parks the reader for an upgrade of baton; released: Release
+	// bounded the reader (see upgrade.go).
+	pause    *pause.Reader
+	released atomic.Bool
 
 	// sendMu orders what is sent to the generation: a connection
 	// forwarded to it either goes before the answer to its DRAIN, or
@@ -58,9 +66,17 @@ func (r *Router) Attach(gen int) (*Peer, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	p := &Peer{r: r, gen: gen, conn: c, done: make(chan struct{}), takes: map[string]bool{}}
+	return r.run(&Peer{r: r, gen: gen, conn: c, done: make(chan struct{}), takes: map[string]bool{}}), f, nil
+}
+
+// run starts p's reader.
+func (r *Router) run(p *Peer) *Peer {
+	p.pause = pause.New(p.conn.SetReadDeadline)
+	r.mu.Lock()
+	r.peers[p] = true
+	r.mu.Unlock()
 	go p.read()
-	return p, f, nil
+	return p
 }
 
 // SetCurrent makes p the generation that takes connections (nil: none,
@@ -79,6 +95,7 @@ func (r *Router) SetCurrent(p *Peer) {
 // the generation's group could hold its end open). Nil-safe.
 func (p *Peer) Release() {
 	if p != nil {
+		p.released.Store(true)
 		p.conn.SetReadDeadline(time.Now().Add(time.Second))
 	}
 }
@@ -88,6 +105,12 @@ func (p *Peer) Done() <-chan struct{} { return p.done }
 
 func (p *Peer) read() {
 	defer close(p.done)
+	defer func() {
+		p.r.mu.Lock()
+		delete(p.r.peers, p)
+		p.r.mu.Unlock()
+	}()
+	defer p.pause.End()
 	defer p.conn.Close()
 	buf, oob := NewBuffers()
 	for {
@@ -95,6 +118,9 @@ func (p *Peer) read() {
 		if errors.Is(err, ErrBadMessage) {
 			p.r.log.Warn("bad handoff message from a generation", "gen", p.gen, "error", err)
 			continue
+		}
+		if err != nil && p.pause.Park(err) {
+			continue // parked for an upgrade of baton, which did not happen
 		}
 		if err != nil {
 			break // the generation is gone, or Release's bound passed
