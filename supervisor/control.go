@@ -174,6 +174,10 @@ func (s *Supervisor) controlHandler() http.Handler {
 		})
 	}
 	mux.HandleFunc("GET /v1/programs/{name}/logs", s.serveLogs)
+	mux.HandleFunc("POST /v1/upgrade", s.serveUpgrade)
+	mux.HandleFunc("GET /v1/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.UpgradeStatus())
+	})
 	return mux
 }
 

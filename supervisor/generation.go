@@ -39,6 +39,9 @@ type generation struct {
 	log     hclog.Logger  // the program's output, with gen and pid
 	done    chan struct{} // closed once reaped
 	signal  func(syscall.Signal) error
+	pumps   [2]*pump             // its stdout and stderr
+	uid     uint32               // whose notify messages count, besides root's
+	wait    func() processStatus // reaps it once it exited
 	// cancelReady stops the readiness watchers (the delay timer); the
 	// probe ends with done. cancelProbe stops a bake's probe.
 	cancelReady, cancelProbe func()
@@ -438,34 +441,18 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		return nil, fmt.Errorf("start %s: %w", sp.path, err)
 	}
 	g.pid, g.started = cmd.Process.Pid, time.Now()
-	g.signal = func(sig syscall.Signal) error { return syscall.Kill(-g.pid, sig) }
 	g.log = s.outLog.Named(sp.program).With("gen", sp.n, "pid", g.pid)
-
-	var pumps sync.WaitGroup
-	pumps.Add(2)
-	for _, r := range []*os.File{outR, errR} {
-		go func() {
-			defer pumps.Done()
-			defer r.Close()
-			pumpLines(r, func(line []byte) {
-				g.out.add(string(line))
-				sp.output(g, line)
-			})
-		}()
-	}
-	go reap(g, cmd, &pumps, sp.post)
-	uid := uint32(os.Geteuid())
+	g.pumps = [2]*pump{newPump(outR, nil), newPump(errR, nil)}
+	g.uid = uint32(os.Geteuid())
 	if cred != nil {
-		uid = cred.Uid
+		g.uid = cred.Uid
 	}
-	go g.notify.read(
-		func(c unix.Ucred) bool { return (c.Uid == uid || c.Uid == 0) && inProcessGroup(int(c.Pid), g.pid) },
-		func(m protocol.Message) { sp.post(evNotify{g, m}) },
-		func(c unix.Ucred) {
-			sp.log.Warn("notify message refused: the sender is not a process of this generation", "gen", sp.n, "sender_pid", c.Pid, "sender_uid", c.Uid)
-		},
-		func(err error) { g.log.Debug("bad notify message", "error", err) },
-	)
+	g.wait = func() processStatus {
+		cmd.Wait()
+		reaper.Forget(g.pid) // started by reaper.Start (spawner)
+		return statusOf(cmd.ProcessState)
+	}
+	g.watch(sp.post, sp.output, sp.log)
 	switch sp.cfg.Ready.Mode {
 	case config.ReadyDelay:
 		t := time.AfterFunc(sp.cfg.Ready.Delay, func() { sp.post(evReady{g}) })
@@ -476,11 +463,48 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 	return g, nil
 }
 
-// reap waits for the generation to exit and posts its exit. Before
-// reaping, while the exited leader still holds its pid (so the group id
+// watch starts the goroutines that follow a started generation: they
+// pump its output, read its notify socket, and post its end (evZombie)
+// once it exited, to post. A generation that baton adopted from the
+// image before an upgrade is followed the same way.
+func (g *generation) watch(post func(event), output func(*generation, []byte), log hclog.Logger) {
+	g.signal = func(sig syscall.Signal) error { return syscall.Kill(-g.pid, sig) }
+	var pumps sync.WaitGroup
+	pumps.Add(len(g.pumps))
+	for _, pp := range g.pumps {
+		go func() {
+			defer pumps.Done()
+			pp.run(func(line []byte) {
+				g.out.add(string(line))
+				output(g, line)
+			})
+		}()
+	}
+	go reap(g, &pumps, post)
+	if g.notify == nil {
+		return
+	}
+	uid := g.uid
+	go g.notify.read(
+		func(c unix.Ucred) bool { return (c.Uid == uid || c.Uid == 0) && inProcessGroup(int(c.Pid), g.pid) },
+		func(m protocol.Message) { post(evNotify{g, m}) },
+		func(c unix.Ucred) {
+			log.Warn("notify message refused: the sender is not a process of this generation", "gen", g.n, "sender_pid", c.Pid, "sender_uid", c.Uid)
+		},
+		func(err error) { g.log.Debug("bad notify message", "error", err) },
+	)
+}
+
+// reap waits for the generation to exit and posts evZombie: its
+// program's goroutine reaps it (g.wait) and handles its exit. Before
+// that, while the exited leader still holds its pid (so the group id
 // cannot be reused), it kills what is left of its process group:
 // grandchildren die with the generation.
-func reap(g *generation, cmd *exec.Cmd, pumps *sync.WaitGroup, post func(event)) {
+//
+// The program reaps, not this goroutine, so that a generation that exits
+// while baton upgrades itself stays a zombie, with its exit status, for
+// the new image to reap.
+func reap(g *generation, pumps *sync.WaitGroup, post func(event)) {
 	var info unix.Siginfo
 	for {
 		err := unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
@@ -489,9 +513,6 @@ func reap(g *generation, cmd *exec.Cmd, pumps *sync.WaitGroup, post func(event))
 		}
 	}
 	syscall.Kill(-g.pid, syscall.SIGKILL)
-	cmd.Wait()
-	reaper.Forget(g.pid) // started by reaper.Start (spawner)
-	st := statusOf(cmd.ProcessState)
 	// The output of its last moments explains a failure: read it to the
 	// end first. The group is dead, so the pipes close, unless a process
 	// that left the group holds them: the wait is bounded.
@@ -504,5 +525,23 @@ func reap(g *generation, cmd *exec.Cmd, pumps *sync.WaitGroup, post func(event))
 	case <-out:
 	case <-time.After(2 * time.Second):
 	}
-	post(evExit{g, st})
+	post(evZombie{g})
+}
+
+// waitPID reaps process pid, a zombie already, for a generation that
+// baton adopted: it has no exec.Cmd.
+func waitPID(pid int) processStatus {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			return processStatus{Code: -1, Signal: "unknown"}
+		case ws.Signaled():
+			return processStatus{Code: -1, Signal: config.SignalName(ws.Signal())}
+		}
+		return processStatus{Code: ws.ExitStatus()}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/baton-run/baton/internal/pause"
 	"github.com/baton-run/baton/internal/protocol"
 	"golang.org/x/sys/unix"
 )
@@ -20,9 +21,10 @@ import (
 // NotifyAccess=all does for a service: anyone else who can reach the path
 // cannot make a broken generation look ready, or stall its stop.
 type notifySocket struct {
-	path string
-	ino  uint64 // of the socket file it created: close removes that file only
-	conn *net.UnixConn
+	path  string
+	ino   uint64 // of the socket file it created: close removes that file only
+	conn  *net.UnixConn
+	pause *pause.Reader // parks read while baton upgrades itself
 }
 
 // listenNotify creates the notify socket at path, a name of its own in
@@ -33,7 +35,7 @@ func listenNotify(path string) (*notifySocket, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &notifySocket{path: path, conn: conn}
+	n := &notifySocket{path: path, conn: conn, pause: pause.New(conn.SetReadDeadline)}
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
 		conn.Close()
@@ -74,13 +76,16 @@ func (n *notifySocket) read(accept func(unix.Ucred) bool, handle func(protocol.M
 	buf := make([]byte, protocol.MaxNotifySize)
 	oob := make([]byte, syscall.CmsgSpace(16*4)+syscall.CmsgSpace(unix.SizeofUcred))
 	told := map[int32]bool{}
+	defer n.pause.End()
 	for {
 		nb, noob, _, _, err := n.conn.ReadMsgUnix(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			bad(err)
+			if !n.pause.Park(err) {
+				bad(err)
+			}
 			continue
 		}
 		cred, fds := controlMessages(oob[:noob])

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
 
+	"github.com/baton-run/baton/internal/pause"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -39,6 +41,17 @@ func (t *tail) add(line string) {
 	t.mu.Unlock()
 }
 
+// all returns the kept lines, oldest first.
+func (t *tail) all() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, 0, t.n)
+	for i := 0; i < t.n; i++ {
+		out = append(out, t.lines[(t.next-t.n+i+tailLines)%tailLines])
+	}
+	return out
+}
+
 // String returns the kept lines, oldest first, one per line.
 func (t *tail) String() string {
 	t.mu.Lock()
@@ -51,11 +64,39 @@ func (t *tail) String() string {
 	return b.String()
 }
 
-// pumpLines reads r line by line until EOF and hands each line to emit.
-func pumpLines(r io.Reader, emit func(line []byte)) {
-	br := bufio.NewReaderSize(r, maxLine)
+// pump reads one of a generation's output pipes line by line. It parks
+// between two reads while baton upgrades itself: the start of a line it
+// read is kept in partial, the rest waits in the pipe.
+type pump struct {
+	f       *os.File
+	pause   *pause.Reader
+	partial []byte        // owned by run; read by an upgrade once it parked
+	done    chan struct{} // closed once run closed the pipe
+}
+
+func newPump(f *os.File, partial []byte) *pump {
+	return &pump{f: f, pause: pause.New(f.SetReadDeadline), partial: partial, done: make(chan struct{})}
+}
+
+// run reads until EOF and hands each line to emit, then closes the pipe.
+func (pp *pump) run(emit func(line []byte)) {
+	defer pp.pause.End() // after done: a pause that sees the end sees done
+	defer close(pp.done)
+	defer pp.f.Close()
+	br := bufio.NewReaderSize(pp.f, maxLine)
 	for {
 		line, err := br.ReadSlice('\n')
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			pp.partial = append(pp.partial, line...)
+			if pp.pause.Park(err) {
+				continue
+			}
+			line = nil
+		}
+		if len(pp.partial) > 0 {
+			line = append(pp.partial, line...)
+			pp.partial = nil
+		}
 		if len(line) > 0 {
 			emit(bytes.TrimRight(line, "\r\n"))
 		}

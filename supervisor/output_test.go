@@ -47,7 +47,15 @@ func TestReemit(t *testing.T) {
 func TestPumpLinesAndTail(t *testing.T) {
 	long := strings.Repeat("x", maxLine+10)
 	var lines []string
-	pumpLines(strings.NewReader("a\r\nb\n"+long+"\nlast"), func(l []byte) { lines = append(lines, string(l)) })
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		w.WriteString("a\r\nb\n" + long + "\nlast")
+		w.Close()
+	}()
+	newPump(r, nil).run(func(l []byte) { lines = append(lines, string(l)) })
 	if len(lines) != 5 || lines[0] != "a" || lines[1] != "b" || len(lines[2]) != maxLine || lines[4] != "last" {
 		t.Fatalf("lines: %d, first %q", len(lines), lines[:2])
 	}
@@ -123,5 +131,55 @@ func TestBinaryHash_cachedUntilTheFileChanges(t *testing.T) {
 	os.Chtimes(path, time.Unix(before.Atim.Unix()), time.Unix(before.Mtim.Unix()))
 	if h, _ := binaryHash(path); h == h4 {
 		t.Fatal("a file written in place with its mtime restored kept its old hash")
+	}
+}
+
+// A pump paused in the middle of a line keeps its start; the line is
+// whole once it resumes (after an upgrade, the new image's pump starts
+// with that start).
+func TestPump_pauseKeepsThePartialLine(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 4)
+	pp := newPump(r, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pp.run(func(l []byte) { lines <- string(l) })
+	}()
+	w.WriteString("one\npar")
+	if l := <-lines; l != "one" {
+		t.Fatalf("want one, have %q", l)
+	}
+	// The pause may meet the pump before it read "par": write more after
+	// it parked, then look at what it holds.
+	select {
+	case <-pp.pause.Pause():
+	case <-time.After(waitLong):
+		t.Fatal("the pump did not park")
+	}
+	if got := string(pp.partial); got != "par" && got != "" {
+		t.Fatalf("want the start of the line kept, have %q", got)
+	}
+	w.WriteString("tial\n")
+	pp.pause.Resume()
+	if l := <-lines; l != "partial" {
+		t.Fatalf("want the whole line after the resume, have %q", l)
+	}
+	// The next image starts where this one stopped.
+	w.WriteString("next")
+	w.Close()
+	<-done
+	if l := <-lines; l != "next" {
+		t.Fatalf("want the last line at EOF, have %q", l)
+	}
+	r2, w2, _ := os.Pipe()
+	w2.WriteString("rest\n")
+	w2.Close()
+	newPump(r2, []byte("the ")).run(func(l []byte) { lines <- string(l) })
+	if l := <-lines; l != "the rest" {
+		t.Fatalf("want the kept start prepended, have %q", l)
 	}
 }

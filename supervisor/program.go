@@ -78,6 +78,7 @@ type program struct {
 	timerSeq   uint64
 	stats      programStats
 	handoff    *handoff.Router // carries idle connections to current
+	upgrade    *programUpgrade // while baton upgrades itself (upgrade_program.go)
 	// killedInShutdown: a generation had to be killed while baton
 	// stopped, which Run reports as ErrKilled.
 	killedInShutdown bool
@@ -142,6 +143,7 @@ type keptBinary struct {
 // or replaced meanwhile) is ignored.
 type timer struct {
 	id   uint64
+	at   time.Time // when it fires: an upgrade arms it again in the new image
 	stop func() bool
 }
 
@@ -174,6 +176,7 @@ type (
 		g  *generation
 		st processStatus
 	}
+	evZombie    struct{ g *generation } // g exited: reap it, then evExit
 	evRestart   struct{ id uint64 }
 	evStatus    struct{ reply chan control.ProgramStatus }
 	evBakeTick  struct{ id uint64 }
@@ -250,6 +253,9 @@ func (p *program) run() {
 }
 
 func (p *program) handle(ev event) {
+	if p.duringUpgrade(ev) {
+		return // see upgrade_program.go
+	}
 	switch ev := ev.(type) {
 	case evRequest:
 		p.onRequest(ev.req)
@@ -272,6 +278,8 @@ func (p *program) handle(ev event) {
 		p.onDeadline(ev)
 	case evExit:
 		p.onExit(ev.g, ev.st)
+	case evZombie:
+		p.onExit(ev.g, ev.g.wait())
 	case evRestart:
 		p.onRestartTimer(ev.id)
 	case evStatus:
@@ -299,6 +307,9 @@ func (p *program) handle(ev event) {
 		p.onMemory(ev.g, ev.rss)
 	case evRollback:
 		p.onRollback(ev.req)
+	}
+	if p.upgrade != nil {
+		p.freezeWhenQuiet()
 	}
 }
 
@@ -862,7 +873,7 @@ func (p *program) onExit(g *generation, st processStatus) {
 func (p *program) armTimer(d time.Duration, ev func(id uint64) event) timer {
 	p.timerSeq++
 	id := p.timerSeq
-	return timer{id: id, stop: p.env.after(d, func() { p.post(ev(id)) })}
+	return timer{id: id, at: time.Now().Add(d), stop: p.env.after(d, func() { p.post(ev(id)) })}
 }
 
 // output takes a line of a generation's output: into the program's ring

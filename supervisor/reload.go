@@ -192,6 +192,9 @@ func (s *Supervisor) read(op *reloadOp) {
 // handover); the outcomes reach the Reload caller directly.
 func (s *Supervisor) apply(m msgApply) {
 	op := m.op
+	if s.holdForUpgrade(m) {
+		return
+	}
 	if s.stopping {
 		for _, l := range m.leases {
 			l.release()

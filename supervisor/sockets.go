@@ -325,3 +325,34 @@ func openUnix(address, path string) (*socket, error) {
 	syscall.Stat(path, &st)
 	return &socket{address: address, bound: address, file: os.NewFile(uintptr(fd), "listener "+address), unix: path, ino: st.Ino}, nil
 }
+
+// keys returns the keys of the lease's sockets, in listener order: how an
+// upgrade names them to the new image.
+func (l *lease) keys() []string {
+	if l == nil {
+		return nil
+	}
+	keys := make([]string, len(l.sockets))
+	for i, s := range l.sockets {
+		keys[i] = s.key
+	}
+	return keys
+}
+
+// leaseKeys leases the open sockets of keys, in order: a holder the new
+// image of an upgrade goes on with.
+func (t *socketPool) leaseKeys(keys []string) (*lease, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := &lease{pool: t}
+	for _, k := range keys {
+		s, ok := t.byKey[k]
+		if !ok {
+			t.releaseLocked(l.sockets)
+			return nil, fmt.Errorf("socket %s was not passed", k)
+		}
+		s.refs++
+		l.sockets = append(l.sockets, s)
+	}
+	return l, nil
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,16 @@ type Config struct {
 	// for none. Color adds ANSI colours to it.
 	Console io.Writer
 	Color   bool // ANSI colours on Console
+	// Version is baton's own, which Upgrade and UpgradeStatus report.
+	Version string
+	// Resume, from TakeUpgrade, makes New go on with the state of the
+	// image of baton that an upgrade replaced, instead of starting anew.
+	Resume *Resumed
+	// OnExec, when set, is called with true just before an upgrade execs
+	// the new image, and with false when the exec failed: cmd/baton
+	// ignores SIGHUP and SIGUSR2 across the exec, which would otherwise
+	// end the new image before it catches them.
+	OnExec func(execing bool)
 }
 
 // ErrKilled is returned by Run when a child had to be killed with SIGKILL
@@ -97,6 +108,16 @@ type Supervisor struct {
 	live     int                 // owned by the loop: programs whose goroutine runs
 	deps     map[string]depState // owned by the loop: each program's last report, for start order
 	waiting  map[string]string   // owned by the loop: programs waiting for their after list, and for what
+
+	// Upgrading in place (upgrade.go).
+	upgrading   *upgradeOp     // owned by the loop: the upgrade under way
+	upgradeInfo upgradeInfo    // for UpgradeStatus
+	keeps       sync.WaitGroup // copies of binaries kept for rollback, under way
+	resumed     *Resumed       // the state this image went on from; nil when it started anew
+	notifySeq   int64          // resumed: the starter's sequence
+	pending     []msgWatch     // resumed: changes noticed during the upgrade
+	// resumed: reloads asked for during the upgrade
+	pendingReloads []ReloadRequest
 }
 
 // Event is something that happened to a generation, for observers.
@@ -140,45 +161,14 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.File == "" {
 		cfg.File = config.DefaultConfigFile
 	}
+	if cfg.Resume != nil {
+		return resume(cfg)
+	}
 	file, diags := config.Load(cfg.File)
 	if diags.HasErrors() {
 		return nil, &config.Error{Diags: diags}
 	}
-	s := &Supervisor{
-		cfg:      cfg,
-		file:     file,
-		pool:     newSocketPool(),
-		programs: map[string]*program{},
-		builders: map[string]*builder{},
-		deps:     map[string]depState{},
-		waiting:  map[string]string{},
-		console:  &console{w: cfg.Console, color: cfg.Color, dir: file.Dir},
-		msgs:     make(chan any),
-		loads:    make(chan *reloadOp),
-		ended:    make(chan *program),
-		loopDone: make(chan struct{}),
-	}
-	s.path, _ = filepath.Abs(cfg.File)
-	s.log, s.outLog = cfg.Logger, nil
-	if s.log == nil {
-		s.ownLogger = true
-		var out io.Writer = os.Stderr
-		if cfg.LogOutput != nil {
-			out = cfg.LogOutput
-		}
-		if lf := file.Log.File; lf.Path != "" {
-			// baton's log goes to its file, rotated, instead of stderr.
-			out = s.logFiles.get(lf)
-		}
-		level := hclog.LevelFromString(file.Log.Level)
-		opts := func(level hclog.Level, name string) *hclog.LoggerOptions {
-			return &hclog.LoggerOptions{Name: name, Level: level, Output: out, JSONFormat: file.Log.Format == "json"}
-		}
-		s.log = hclog.New(opts(s.ownLevel(file), "baton"))
-		s.outLog = hclog.New(opts(level, "baton.program"))
-	} else {
-		s.outLog = s.log.Named("program")
-	}
+	s := newSupervisor(cfg, file)
 	for _, d := range diags {
 		s.log.Warn(config.FormatDiagnostic(d))
 	}
@@ -241,7 +231,56 @@ func New(cfg Config) (*Supervisor, error) {
 			return fail(fmt.Errorf("health: %w", err))
 		}
 	}
-	s.env = &programEnv{
+	s.env = s.programEnv(file)
+	for _, p := range file.Programs {
+		s.programs[p.Name] = newProgram(s.env, p, leases[p.Name], s.dev(p))
+	}
+	return s, nil
+}
+
+// newSupervisor makes the supervisor of file, with its loggers.
+func newSupervisor(cfg Config, file *config.File) *Supervisor {
+	s := &Supervisor{
+		cfg:      cfg,
+		file:     file,
+		pool:     newSocketPool(),
+		programs: map[string]*program{},
+		builders: map[string]*builder{},
+		deps:     map[string]depState{},
+		waiting:  map[string]string{},
+		console:  &console{w: cfg.Console, color: cfg.Color, dir: file.Dir},
+		msgs:     make(chan any),
+		loads:    make(chan *reloadOp),
+		ended:    make(chan *program),
+		loopDone: make(chan struct{}),
+	}
+	s.path, _ = filepath.Abs(cfg.File)
+	s.log, s.outLog = cfg.Logger, nil
+	if s.log == nil {
+		s.ownLogger = true
+		var out io.Writer = os.Stderr
+		if cfg.LogOutput != nil {
+			out = cfg.LogOutput
+		}
+		if lf := file.Log.File; lf.Path != "" {
+			// baton's log goes to its file, rotated, instead of stderr.
+			out = s.logFiles.get(lf)
+		}
+		level := hclog.LevelFromString(file.Log.Level)
+		opts := func(level hclog.Level, name string) *hclog.LoggerOptions {
+			return &hclog.LoggerOptions{Name: name, Level: level, Output: out, JSONFormat: file.Log.Format == "json"}
+		}
+		s.log = hclog.New(opts(s.ownLevel(file), "baton"))
+		s.outLog = hclog.New(opts(level, "baton.program"))
+	} else {
+		s.outLog = s.log.Named("program")
+	}
+	return s
+}
+
+// programEnv is the environment of every program of the supervisor.
+func (s *Supervisor) programEnv(file *config.File) *programEnv {
+	return &programEnv{
 		log:      s.log,
 		outLog:   s.outLog,
 		logFiles: &s.logFiles,
@@ -263,12 +302,14 @@ func New(cfg Config) (*Supervisor, error) {
 		depChanged: func(name string, st depState) {
 			go s.post(msgDep{program: name, st: st}) // never wait on the loop from a program
 		},
-		keep: (&keeper{dir: filepath.Join(file.Dir, ".baton", "bin"), log: s.log, bg: s.background}).keep,
+		keep: (&keeper{dir: filepath.Join(file.Dir, ".baton", "bin"), log: s.log, bg: func(f func()) {
+			s.keeps.Add(1)
+			s.background(func() {
+				defer s.keeps.Done()
+				f()
+			})
+		}}).keep,
 	}
-	for _, p := range file.Programs {
-		s.programs[p.Name] = newProgram(s.env, p, leases[p.Name], s.dev(p))
-	}
-	return s, nil
 }
 
 // ownLevel is the level of baton's own events: baton dev keeps them to
@@ -317,12 +358,27 @@ func (s *Supervisor) Observe(f func(Event)) {
 // Run starts every program and supervises them until ctx is cancelled,
 // then stops them all gracefully and returns once every child was reaped.
 // It returns ErrKilled when a child had to be killed on the way.
+//
+// Called on the process's main thread, Run forks every child from it (see
+// spawner_linux.go), which baton upgrade needs.
 func (s *Supervisor) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("supervisor: Run called twice")
 	}
-	sp := newSpawner()
+	if !lockMainThread() {
+		return s.run(ctx, newSpawner())
+	}
+	defer runtime.UnlockOSThread()
+	sp := newMainSpawner()
+	errc := make(chan error, 1)
+	go func() { errc <- s.run(ctx, sp) }()
+	sp.serve() // until run closes it
+	return <-errc
+}
+
+func (s *Supervisor) run(ctx context.Context, sp *spawner) error {
 	s.starter = &starter{spawner: sp, runDir: s.runDir, baseEnv: s.baseEnv, outLog: s.outLog}
+	s.starter.seq.Store(s.notifySeq)
 	runCtx, stopBackground := context.WithCancel(ctx)
 	s.runCtx = runCtx
 	s.watcher = watch.New(s.log, s.file.Watch.Poll)
@@ -348,7 +404,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.startProgram(s.programs[name])
 	}
 	s.systemd.expect(s.order())
-	s.log.Info("baton started", "config", s.cfg.File, "programs", strings.Join(s.order(), ","), "pid", os.Getpid())
+	if s.resumed != nil {
+		s.resumedRun()
+	} else {
+		s.log.Info("baton started", "config", s.cfg.File, "programs", strings.Join(s.order(), ","), "pid", os.Getpid())
+	}
 
 	s.loop(ctx, stopBackground)
 
@@ -399,6 +459,8 @@ func (s *Supervisor) loop(ctx context.Context, stopBackground func()) {
 					s.deps[m.program] = m.st
 					s.release()
 				}
+			case upgradeMsg:
+				m.step(s)
 			case msgKill:
 				if !s.killed {
 					s.killed = true
@@ -419,6 +481,9 @@ func (s *Supervisor) loop(ctx context.Context, stopBackground func()) {
 func (s *Supervisor) shutdown(stopBackground func()) {
 	if s.stopping {
 		return
+	}
+	if op := s.upgrading; op != nil {
+		s.endUpgrade(op, ErrStopping) // thaws the programs before they stop
 	}
 	s.stopping = true
 	s.health.leaving.Store(true)

@@ -59,7 +59,7 @@ func (s *Supervisor) watchTargets() []*watch.Target {
 // watchHandover hands a program over because a watched file changed.
 func (s *Supervisor) watchHandover(m msgWatch) {
 	p := s.programs[m.program]
-	if p == nil || s.stopping {
+	if p == nil || s.stopping || s.holdForUpgrade(m) {
 		return
 	}
 	s.log.Info("change noticed: handing over", "program", m.program, "reason", m.reason)

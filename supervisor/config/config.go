@@ -63,6 +63,7 @@ type File struct {
 	// programs: the time a load balancer needs to see /readyz fail and
 	// stop sending new requests to this host. Default 0.
 	ShutdownDelay time.Duration
+	source        *Source       // what it was parsed from
 }
 
 // Program returns the program block called name, or nil.
@@ -143,6 +144,7 @@ type Program struct {
 	Bake      *BakeConfig     // nil without a bake block: a ready generation takes over at once
 	Liveness  *LivenessConfig // nil without a liveness block
 	Limits    LimitsConfig    // the limits block
+	source    *Source         // the file it was parsed from; not part of its Fingerprint
 }
 
 // LivenessConfig is the liveness block: how baton tells that the serving
@@ -340,6 +342,7 @@ func Parse(src []byte, filename, dir string) (*File, hcl.Diagnostics) {
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	file.setSource(&Source{Path: filename, Dir: dir, Text: src})
 	return file, diags
 }
 

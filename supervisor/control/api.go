@@ -14,6 +14,8 @@
 //	POST /v1/programs/{name}/revert        Result           end a bake as failed
 //	POST /v1/programs/{name}/rollback      Result           hand over to the previous binary
 //	GET  /v1/programs/{name}/logs?lines=N&follow=1          text, one line per line
+//	POST /v1/upgrade                       UpgradeReply     replace baton by the binary on disk, in place
+//	GET  /v1/upgrade                       UpgradeStatus    baton's version and upgrades
 //
 // Failures answer 4xx or 5xx with an ErrorReply; a handover that failed
 // answers 409 with the Result that says why.
@@ -146,4 +148,29 @@ type ReloadReply struct {
 // ErrorReply is the body of a failed request.
 type ErrorReply struct {
 	Error string `json:"error"` // what went wrong, and what to do
+}
+
+// UpgradeReply is the answer to POST /v1/upgrade: the binary on disk
+// passed its checks, every program is paused, and baton execs it as soon
+// as the answer is out. The exec closes the connection; GET /v1/upgrade,
+// answered by the new image, tells whether it worked.
+type UpgradeReply struct {
+	From     string `json:"from"`     // the running version
+	To       string `json:"to"`       // the version of the binary on disk
+	PID      int    `json:"pid"`      // baton's, which the exec keeps
+	Upgrades int    `json:"upgrades"` // upgrades in place before this one
+}
+
+// UpgradeStatus is the body of GET /v1/upgrade.
+type UpgradeStatus struct {
+	Version   string `json:"version"`   // of the image that answers
+	PID       int    `json:"pid"`       // baton's
+	Upgrades  int    `json:"upgrades"`  // upgrades in place since baton started
+	Upgrading bool   `json:"upgrading"` // one is under way
+	// LastError says why the last upgrade failed; baton ran on as it was.
+	LastError string `json:"last_error,omitempty"`
+	// Previous is the version before the last upgrade, UpgradedAt when
+	// it happened.
+	Previous   string     `json:"previous,omitempty"`
+	UpgradedAt *time.Time `json:"upgraded_at,omitempty"`
 }

@@ -85,6 +85,22 @@ func (c *Client) Rollback(ctx context.Context, program string) (Result, error) {
 	return c.program(ctx, "rollback", program)
 }
 
+// Upgrade asks baton to replace itself by the binary on disk, in place.
+// It returns once the binary passed its checks and baton is about to
+// exec it; UpgradeStatus tells the outcome.
+func (c *Client) Upgrade(ctx context.Context) (UpgradeReply, error) {
+	var r UpgradeReply
+	err := c.do(ctx, "POST", "/v1/upgrade", nil, &r)
+	return r, err
+}
+
+// UpgradeStatus returns the running baton's version and upgrades.
+func (c *Client) UpgradeStatus(ctx context.Context) (UpgradeStatus, error) {
+	var st UpgradeStatus
+	err := c.do(ctx, "GET", "/v1/upgrade", nil, &st)
+	return st, err
+}
+
 func (c *Client) program(ctx context.Context, verb, name string) (Result, error) {
 	var r Result
 	err := c.do(ctx, "POST", "/v1/programs/"+url.PathEscape(name)+"/"+verb, nil, &r)
