@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 
 	"github.com/baton-run/baton/supervisor"
 	"github.com/baton-run/baton/supervisor/config"
@@ -29,6 +30,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
+	sigs := notifySignals()
 	sup, err := supervisor.New(supervisor.Config{
 		File:      *file,
 		LogOutput: stderr,
@@ -37,10 +39,11 @@ func cmdDev(args []string, stdout, stderr io.Writer) int {
 		Color:     isTerminal(stdout) && os.Getenv("NO_COLOR") == "",
 	})
 	if err != nil {
+		signal.Stop(sigs)
 		fmt.Fprintf(stderr, "baton: %v\n", err)
 		return exitError
 	}
-	return runSupervisor(sup)
+	return runSupervisor(sup, sigs)
 }
 
 // isTerminal reports whether w is a terminal.

@@ -6,13 +6,17 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/baton-run/baton/supervisor"
 )
 
 // Exit statuses of baton.
@@ -61,6 +65,16 @@ type command struct {
 
 var commands []command
 
+// The main goroutine runs on the process's main thread, where the
+// supervisor forks every child and execs an upgrade: an exec ends every
+// other thread, and each child a thread forked gets its parent-death
+// signal when that thread ends (see supervisor/spawner_linux.go).
+func init() { runtime.LockOSThread() }
+
+// resumed is the state of the image of baton that `baton upgrade`
+// replaced by this one, taken first thing in main; nil otherwise.
+var resumed *supervisor.Resumed
+
 func init() {
 	commands = []command{
 		{"run", "supervise the programs of a config file, in the foreground", cmdRun},
@@ -75,11 +89,23 @@ func init() {
 		{"revert", "end a program's bake as failed: the old generation serves on", programCommand("revert", revertDesc)},
 		{"rollback", "hand a program over to its previous binary", programCommand("rollback", rollbackDesc)},
 		{"logs", "print a program's last output lines, or follow them", cmdLogs},
+		{"upgrade", "replace the running baton by the binary on disk, in place", cmdUpgrade},
 		{"version", "print baton's version", cmdVersion},
 	}
 }
 
 func main() {
+	// An upgrade execed this image: every generation of the one before is
+	// this process's child now, and the state says how to go on.
+	var err error
+	if resumed, err = supervisor.TakeUpgrade(); err != nil {
+		fmt.Fprintf(os.Stderr, "baton: %v\n", err)
+		os.Exit(exitError)
+	}
+	if resumed != nil && (len(os.Args) < 2 || os.Args[1] != "run") {
+		fmt.Fprintf(os.Stderr, "baton: an upgrade passed its state to a command other than run: %q\n", os.Args[1:])
+		os.Exit(exitError)
+	}
 	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -182,18 +208,37 @@ func parse(fs *flag.FlagSet, args []string, nargs int) ([]string, int, bool) {
 	return nil, exitUsage, false
 }
 
+const versionDesc = `
+Print baton's version. With -json: {"version", "go", "upgrade_format"},
+where upgrade_format is the form of the state a running baton passes to
+the binary on disk when it upgrades in place: baton upgrade checks that
+the new binary takes it.`
+
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("version", "", "Print baton's version.", stderr)
+	fs := newFlags("version", "[-json]", versionDesc, stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
 	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
-	v := version
-	if v == "" {
-		v = "(devel)"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
+	if *asJSON {
+		json.NewEncoder(stdout).Encode(struct {
+			Version       string `json:"version"`
+			Go            string `json:"go"`
+			UpgradeFormat int    `json:"upgrade_format"`
+		}{batonVersion(), runtime.Version(), supervisor.UpgradeFormat})
+		return exitOK
 	}
-	fmt.Fprintf(stdout, "baton %s\n", v)
+	fmt.Fprintf(stdout, "baton %s\n", batonVersion())
 	return exitOK
+}
+
+// batonVersion is the version set at link time, else the module's.
+func batonVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
 }

@@ -17,9 +17,9 @@ import (
 // else waits for them: baton reaps them, or they stay zombies until the
 // container ends. PID 1 also has no default signal actions: SIGTERM and
 // SIGINT are handled by runSupervisor as everywhere (a graceful stop),
-// SIGHUP and SIGQUIT too, and SIGUSR1 and SIGUSR2, which would otherwise
-// end baton (and with it, through the kernel, every process of the
-// container) at once, are logged and ignored. Nothing is forwarded: each
+// SIGHUP, SIGQUIT and SIGUSR2 (baton upgrade) too, and SIGUSR1, which
+// would otherwise end baton (and with it, through the kernel, every
+// process of the container) at once, is logged and ignored. Nothing is forwarded: each
 // program gets its stop signal from baton's stop sequence, never a copy
 // of baton's signals.
 //
@@ -42,7 +42,7 @@ func startInit(log hclog.Logger) (stop func()) {
 	var ignored chan os.Signal
 	if pid1 {
 		ignored = make(chan os.Signal, 4)
-		signal.Notify(ignored, syscall.SIGUSR1, syscall.SIGUSR2)
+		signal.Notify(ignored, syscall.SIGUSR1)
 		go func() {
 			for sig := range ignored {
 				log.Warn("signal ignored: baton is PID 1 and gives it no meaning", "signal", sig.String())

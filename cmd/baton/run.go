@@ -22,11 +22,13 @@ one keeps serving.
 
 Signals:
   SIGHUP           re-read the config and hand over every program
+  SIGUSR2          replace baton by the binary on disk, in place (baton
+                   upgrade): same pid, no program restarted
   SIGTERM, SIGINT  fail /readyz, keep serving for shutdown_delay, then stop
                    every program gracefully and exit; a second one stops
                    them immediately
   SIGQUIT          stop every program immediately (SIGKILL), then exit
-  SIGUSR1, SIGUSR2 as PID 1 (a container's entrypoint): ignored
+  SIGUSR1          as PID 1 (a container's entrypoint): ignored
 
 As PID 1 baton reaps every orphan of the container; elsewhere it is the
 child subreaper of its programs and reaps theirs.
@@ -40,51 +42,80 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if _, code, ok := parse(fs, args, noArgs); !ok {
 		return code
 	}
-	sup, err := supervisor.New(supervisor.Config{File: *file, LogOutput: stderr})
+	// The signals first: a new image of baton upgrade catches them before
+	// anything else, and handles them once it runs.
+	sigs := notifySignals()
+	sup, err := supervisor.New(supervisor.Config{File: *file, LogOutput: stderr, Version: batonVersion(), Resume: resumed,
+		OnExec: func(execing bool) {
+			// Across the exec, until the new image catches them: ignored
+			// (a signal then is lost) rather than fatal (the default).
+			if execing {
+				signal.Ignore(syscall.SIGHUP, syscall.SIGUSR2)
+			} else {
+				signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2)
+			}
+		}})
 	if err != nil {
+		signal.Stop(sigs)
 		fmt.Fprintf(stderr, "baton: %v\n", err)
 		return exitError
 	}
-	return runSupervisor(sup)
+	return runSupervisor(sup, sigs)
+}
+
+// notifySignals catches the signals runSupervisor handles.
+func notifySignals() chan os.Signal {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR2)
+	return sigs
 }
 
 // runSupervisor runs sup until a signal stops it, turning the other
-// signals into reloads and immediate stops.
-func runSupervisor(sup *supervisor.Supervisor) int {
+// signals into reloads, upgrades and immediate stops. sup runs on the
+// calling goroutine, which main keeps on the main thread (see main.go).
+func runSupervisor(sup *supervisor.Supervisor, sigs chan os.Signal) int {
 	defer startInit(sup.Logger())()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 
-	done := make(chan error, 1)
-	go func() { done <- sup.Run(ctx) }()
-	log := sup.Logger()
-	stopping := false
-	for {
-		select {
-		case err := <-done:
-			if errors.Is(err, supervisor.ErrKilled) {
-				return exitKilled
-			}
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "baton: %v\n", err)
-				return exitError
-			}
-			return exitOK
-		case sig := <-sigs:
-			switch {
-			case sig == syscall.SIGHUP:
-				log.Info("SIGHUP: reloading the config and handing over every program")
-				go sup.Reload(ctx, supervisor.ReloadRequest{Reason: "SIGHUP", Force: true})
-			case sig == syscall.SIGQUIT || stopping:
-				sup.Kill()
-			default:
-				stopping = true
-				log.Info("stopping gracefully; send the signal again to stop immediately", "signal", sig.String())
-				cancel(fmt.Errorf("signal %s", sig))
+	done := make(chan struct{})
+	handled := make(chan struct{})
+	go func() {
+		defer close(handled)
+		log := sup.Logger()
+		stopping := false
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-sigs:
+				switch {
+				case sig == syscall.SIGHUP:
+					log.Info("SIGHUP: reloading the config and handing over every program")
+					go sup.Reload(ctx, supervisor.ReloadRequest{Reason: "SIGHUP", Force: true})
+				case sig == syscall.SIGUSR2:
+					log.Info("SIGUSR2: replacing baton by the binary on disk, in place")
+					go sup.Upgrade(ctx, nil) // its outcome is logged
+				case sig == syscall.SIGQUIT || stopping:
+					sup.Kill()
+				default:
+					stopping = true
+					log.Info("stopping gracefully; send the signal again to stop immediately", "signal", sig.String())
+					cancel(fmt.Errorf("signal %s", sig))
+				}
 			}
 		}
+	}()
+	err := sup.Run(ctx)
+	close(done)
+	<-handled
+	if errors.Is(err, supervisor.ErrKilled) {
+		return exitKilled
 	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "baton: %v\n", err)
+		return exitError
+	}
+	return exitOK
 }

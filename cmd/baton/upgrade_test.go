@@ -1,0 +1,436 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-run/baton/internal/loadgen"
+	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/supervisor/control"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	batonBuilds   sync.Mutex
+	batonBinaries = map[string]string{}
+)
+
+// buildBaton builds baton with version set at link time, once per version
+// for the package's tests: baton upgrade replaces a real binary.
+func buildBaton(t *testing.T, version string) string {
+	t.Helper()
+	buildOrders(t) // makes buildDir
+	batonBuilds.Lock()
+	defer batonBuilds.Unlock()
+	if path, ok := batonBinaries[version]; ok {
+		return path
+	}
+	path := filepath.Join(buildDir, "baton-"+version)
+	out, err := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", path, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build cmd/baton: %v\n%s", err, out)
+	}
+	batonBinaries[version] = path
+	return path
+}
+
+// install puts the file src at dst the way a deploy does: written next
+// to it, then renamed over it (the running binary's inode stays intact).
+func install(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst+".new", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst+".new", dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// notifyListener is a service manager's notify socket: it reads what
+// baton says, with the sender's pid.
+type notifyListener struct {
+	t    *testing.T
+	path string
+	c    *net.UnixConn
+}
+
+func listenNotifySocket(t *testing.T, dir string) *notifyListener {
+	t.Helper()
+	path := filepath.Join(dir, "notify.sock")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	raw, _ := c.SyscallConn()
+	raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) })
+	return &notifyListener{t: t, path: path, c: c}
+}
+
+// next returns the next message that contains want, and its sender's pid.
+func (n *notifyListener) next(want string) (string, int) {
+	n.t.Helper()
+	buf, oob := make([]byte, 4096), make([]byte, 1024)
+	for {
+		n.c.SetReadDeadline(time.Now().Add(waitLong))
+		nb, noob, _, _, err := n.c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			n.t.Fatalf("waiting for %s from baton: %v", want, err)
+		}
+		m := string(buf[:nb])
+		if !strings.Contains(m, want) {
+			continue
+		}
+		pid := 0
+		if msgs, err := unix.ParseSocketControlMessage(oob[:noob]); err == nil {
+			for _, cm := range msgs {
+				if cred, err := unix.ParseUnixCredentials(&cm); err == nil {
+					pid = int(cred.Pid)
+				}
+			}
+		}
+		return m, pid
+	}
+}
+
+// upgradeRig is baton, built for real, running examples/orders from a
+// binary that the test replaces, with a notify socket of a service
+// manager.
+type upgradeRig struct {
+	t       *testing.T
+	dir     string
+	cfg     string
+	bin     string // where baton runs from
+	baton   *proctest.Proc
+	addr    string
+	client  *control.Client
+	notify  *notifyListener
+	current string // the version of the binary that runs
+}
+
+// slowStart makes each generation of examples/orders wait a second and a
+// half before it starts once the file "slow" exists in the config's
+// directory: a shell sleeps, then execs the example (same pid, same
+// descriptors).
+const slowStart = `"/bin/sh", "-c", "if [ -e slow ]; then sleep 1.5; fi; exec \"$0\"", `
+
+func startUpgradeRig(t *testing.T, command string) *upgradeRig {
+	t.Helper()
+	orders := buildOrders(t)
+	r := &upgradeRig{t: t, dir: t.TempDir(), current: "v-one"}
+	r.cfg = filepath.Join(r.dir, "config.hcl")
+	os.WriteFile(r.cfg, []byte(fmt.Sprintf(`
+program "orders" {
+  command = [%s%q]
+  env     = { ORDERS_DB = "orders.db" }
+  listener "http" { address = "127.0.0.1:0" }
+}
+`, command, orders)), 0o644)
+	r.bin = filepath.Join(r.dir, "baton")
+	install(t, buildBaton(t, "v-one"), r.bin)
+	r.notify = listenNotifySocket(t, r.dir)
+	cmd := exec.Command(r.bin, "run", "-config", r.cfg)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+r.notify.path)
+	r.baton = proctest.Start(t, cmd)
+	m := reAddr.FindStringSubmatch(r.baton.WaitOutput("serving: ", waitLong))
+	if m == nil {
+		t.Fatalf("no address in the log:\n%s", r.baton.Output())
+	}
+	r.addr = m[1]
+	r.baton.WaitOutput("ready: program=orders gen=1", waitLong)
+	if _, pid := r.notify.next("READY=1"); pid != r.pid() {
+		t.Fatalf("READY=1 from pid %d, want baton's %d", pid, r.pid())
+	}
+	r.client = control.NewClient(filepath.Join(r.dir, ".baton", "control.sock"))
+	return r
+}
+
+func (r *upgradeRig) pid() int { return r.baton.Cmd.Process.Pid }
+
+// upgrade runs "baton upgrade" with the CLI of binary cli and returns its
+// exit code and output.
+func (r *upgradeRig) upgrade(cli string) (int, string) {
+	r.t.Helper()
+	out, err := exec.Command(cli, "upgrade", "-config", r.cfg).CombinedOutput()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			r.t.Fatalf("baton upgrade: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	return code, string(out)
+}
+
+func (r *upgradeRig) status() control.ProgramStatus {
+	r.t.Helper()
+	st, err := r.client.Status(context.Background())
+	if err != nil || len(st.Programs) != 1 {
+		r.t.Fatalf("status: %+v %v; log:\n%s", st, err, r.baton.Output())
+	}
+	return st.Programs[0]
+}
+
+func (r *upgradeRig) upgradeStatus() control.UpgradeStatus {
+	r.t.Helper()
+	st, err := r.client.UpgradeStatus(context.Background())
+	if err != nil {
+		r.t.Fatalf("upgrade status: %v", err)
+	}
+	return st
+}
+
+// stop stops baton with SIGTERM and checks it exits 0 with no child left.
+func (r *upgradeRig) stop() {
+	r.t.Helper()
+	r.baton.Signal(syscall.SIGTERM)
+	if code, sig := proctest.ExitCode(r.baton.Wait(waitLong)); code != 0 {
+		r.t.Fatalf("baton: want exit 0, have %d %s; log:\n%s", code, sig, r.baton.Output())
+	}
+	for _, pid := range childPIDs(r.baton.Output()) {
+		if syscall.Kill(pid, 0) == nil {
+			r.t.Errorf("child %d is still running after baton exited", pid)
+		}
+	}
+}
+
+// counters is what must not change across an upgrade.
+func counters(st control.ProgramStatus) string {
+	var exit string
+	var started int64
+	if st.StartedAt != nil {
+		started = st.StartedAt.UnixNano()
+	}
+	if e := st.LastExit; e != nil {
+		exit = fmt.Sprintf("gen %d pid %d code %d at %s", e.Generation, e.PID, e.Code, e.At.Format(time.RFC3339Nano))
+	}
+	return fmt.Sprintf("state=%s gen=%d pid=%d started=%v restarts=%d handovers=%d rollbacks=%d reverts=%d last_exit=%q",
+		st.State, st.Generation, st.PID, started, st.Restarts, st.Handovers, st.Rollbacks, st.Reverts, exit)
+}
+
+// The promise of baton upgrade: ten upgrades of baton itself, to a new
+// binary and back, under 32 keep-alive clients POSTing orders. Not one
+// request fails and not one acknowledged order is missing; baton keeps
+// its pid (systemd's MAINPID: RELOADING=1 then READY=1 from that pid
+// each time), the program's generation keeps its pid, and status goes on
+// where it was: same generation, start time and counters, and the
+// handover made between two upgrades is counted once. The output ring
+// (baton logs) and the generation adopted in the middle go on too: the
+// generation that served before the handover is reaped by an image that
+// did not start it, with its exit status.
+func TestUpgrade_tenUnderLoad(t *testing.T) {
+	r := startUpgradeRig(t, "")
+	versions := []string{"v-one", "v-two"}
+	buildBaton(t, "v-two")
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: r.addr, Clients: 32})
+	before := r.status()
+	for i := 1; i <= 10; i++ {
+		if !load.WaitAcked(load.Acked()+300, waitLong) {
+			t.Fatalf("load stalled before upgrade %d; failures %d; log:\n%s", i, load.Failures(), r.baton.Output())
+		}
+		next := versions[i%2]
+		install(t, buildBaton(t, next), r.bin)
+		code, out := r.upgrade(r.bin)
+		want := fmt.Sprintf("baton upgraded in place: %s → %s (pid %d, upgrade %d)", r.current, next, r.pid(), i)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("upgrade %d: want exit 0 and %q, have %d %q; log:\n%s", i, want, code, out, r.baton.Output())
+		}
+		r.current = next
+		if _, pid := r.notify.next("RELOADING=1"); pid != r.pid() {
+			t.Fatalf("upgrade %d: RELOADING=1 from pid %d, want baton's %d", i, pid, r.pid())
+		}
+		if _, pid := r.notify.next("READY=1"); pid != r.pid() {
+			t.Fatalf("upgrade %d: READY=1 from pid %d, want baton's %d", i, pid, r.pid())
+		}
+		after := r.status()
+		if counters(after) != counters(before) {
+			t.Fatalf("upgrade %d changed the program's status:\nbefore %s\nafter  %s", i, counters(before), counters(after))
+		}
+		if st := r.upgradeStatus(); st.Upgrades != i || st.PID != r.pid() || st.Version != next || st.Upgrading {
+			t.Fatalf("upgrade %d: upgrade status %+v", i, st)
+		}
+		if i == 5 {
+			// A handover between two upgrades: the new image hands over
+			// the generation the old one started, and reaps it.
+			if !load.WaitAcked(load.Acked()+300, waitLong) {
+				t.Fatalf("load stalled before the handover; log:\n%s", r.baton.Output())
+			}
+			handover(t, r.baton, 2)
+			before = r.status()
+			if before.Handovers != 1 || before.Generation != 2 || before.LastExit == nil || before.LastExit.Generation != 1 || before.LastExit.Code != 0 {
+				t.Fatalf("after the handover: %+v, last exit %+v", before, before.LastExit)
+			}
+			continue
+		}
+		before = after
+	}
+	load.WaitAcked(load.Acked()+300, waitLong)
+	res := load.Stop()
+
+	// The output ring went through every image: gen 1's first lines are
+	// still there.
+	body, err := r.client.Logs(context.Background(), "orders", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := io.ReadAll(body)
+	body.Close()
+	if !regexp.MustCompile(`gen=1 .*serving`).Match(logs) {
+		t.Errorf("baton logs lost the first generation's lines:\n%s", logs)
+	}
+	r.stop()
+	if res.FailedTotal() != 0 {
+		t.Fatalf("%d of %d requests failed: %v %v", res.FailedTotal(), res.Requests, res.Failed, res.Examples)
+	}
+	missing, err := loadgen.MissingOrders(filepath.Join(r.dir, "orders.db"), res.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d acknowledged orders missing, e.g. %s", len(missing), len(res.Acked), missing[0])
+	}
+	if pids := childPIDs(r.baton.Output()); len(pids) != 2 {
+		t.Fatalf("want 2 generations started in all (one handover), have %v", pids)
+	}
+	if n := strings.Count(r.baton.Output(), "baton upgraded in place"); n != 10 {
+		t.Fatalf("want 10 images that upgraded in place, have %d", n)
+	}
+	t.Logf("%d requests, %d orders acknowledged and written, 0 failed, 10 upgrades of baton and 1 handover", res.Requests, len(res.Acked))
+}
+
+// Upgrades that must change nothing: a binary on disk that rejects the
+// config, one that does not take this baton's state, and one that passes
+// its checks but cannot be executed (here it replaces itself with a text
+// file during its check). baton upgrade exits 1 and says why; baton runs
+// on with the same pid, generation and counters, tells systemd READY=1
+// after its RELOADING=1, and still works: SIGHUP hands over (its signals
+// came back after the failed exec), and a good binary upgrades.
+func TestUpgrade_failuresChangeNothing(t *testing.T) {
+	r := startUpgradeRig(t, "")
+	cli := buildBaton(t, "v-one")
+	before := r.status()
+	for _, tc := range []struct {
+		name, script, want string
+	}{
+		{"check fails", `case "$1" in
+version) echo '{"version":"v-broken","upgrade_format":1}';;
+*) echo "this build cannot read the config" >&2; exit 1;;
+esac`, "rejects the config"},
+		{"another state format", `echo '{"version":"v-future","upgrade_format":99}'`, "takes state format 99"},
+		{"exec fails", `case "$1" in
+version) echo '{"version":"v-vanishing","upgrade_format":1}';;
+check) printf 'not a program\n' > "$0.tmp" && chmod -x "$0.tmp" && mv "$0.tmp" "$0";;
+esac`, "exec "},
+	} {
+		os.WriteFile(r.bin+".new", []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755)
+		os.Rename(r.bin+".new", r.bin)
+		code, out := r.upgrade(cli)
+		if code != 1 || !strings.Contains(out, tc.want) || !strings.Contains(out, "baton runs on as it was") {
+			t.Fatalf("%s: want exit 1 and %q, have %d %q", tc.name, tc.want, code, out)
+		}
+		if _, pid := r.notify.next("RELOADING=1"); pid != r.pid() {
+			t.Fatalf("%s: RELOADING=1 from pid %d", tc.name, pid)
+		}
+		if _, pid := r.notify.next("READY=1"); pid != r.pid() {
+			t.Fatalf("%s: READY=1 from pid %d", tc.name, pid)
+		}
+		if after := r.status(); counters(after) != counters(before) {
+			t.Fatalf("%s changed the program's status:\nbefore %s\nafter  %s", tc.name, counters(before), counters(after))
+		}
+		st := r.upgradeStatus()
+		if st.Upgrades != 0 || st.Version != "v-one" || st.PID != r.pid() || !strings.Contains(st.LastError, tc.want) {
+			t.Fatalf("%s: upgrade status %+v", tc.name, st)
+		}
+		resp, err := http.Get("http://" + r.addr + "/healthz")
+		if err != nil {
+			t.Fatalf("%s: the program does not answer: %v", tc.name, err)
+		}
+		resp.Body.Close()
+	}
+	// The exec that failed paused everything and resumed it: the readers
+	// of the generation and baton's signals work, a handover completes.
+	handover(t, r.baton, 2)
+	if strings.Contains(r.baton.Output(), "baton upgraded in place") {
+		t.Fatalf("a failed upgrade replaced baton; log:\n%s", r.baton.Output())
+	}
+	install(t, buildBaton(t, "v-two"), r.bin)
+	if code, out := r.upgrade(r.bin); code != 0 || !strings.Contains(out, "v-one → v-two") {
+		t.Fatalf("a good upgrade after the failed ones: %d %q; log:\n%s", code, out, r.baton.Output())
+	}
+	r.stop()
+}
+
+// An upgrade asked for during a handover waits for it: the new
+// generation becomes ready (here after a second and a half), the
+// old one is told to stop, and only then does baton exec; the new image
+// serves with the new generation and reaps the old one. Under POST load,
+// nothing fails and nothing is lost. Meanwhile a restart is refused with
+// a clear answer instead of starting another handover.
+func TestUpgrade_duringAHandover(t *testing.T) {
+	r := startUpgradeRig(t, slowStart)
+	os.WriteFile(filepath.Join(r.dir, "slow"), nil, 0o644)
+	buildBaton(t, "v-two")
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: r.addr, Clients: 8})
+	if !load.WaitAcked(300, waitLong) {
+		t.Fatalf("no load; log:\n%s", r.baton.Output())
+	}
+	r.baton.Signal(syscall.SIGHUP)
+	r.baton.WaitOutput("starting: program=orders gen=2", waitLong)
+	install(t, buildBaton(t, "v-two"), r.bin)
+	done := make(chan string, 1)
+	go func() {
+		code, out := r.upgrade(r.bin)
+		done <- fmt.Sprintf("%d %s", code, out)
+	}()
+	r.baton.WaitOutput("upgrade: waiting for the handover under way", waitLong)
+	res, err := r.client.Restart(context.Background(), "orders")
+	if err != nil || !strings.Contains(res.Error, "baton is upgrading itself") {
+		t.Fatalf("a restart during the upgrade: want the upgrade's answer, have %+v %v", res, err)
+	}
+	if out := <-done; !strings.HasPrefix(out, "0 ") || !strings.Contains(out, "v-one → v-two") {
+		t.Fatalf("upgrade: %s; log:\n%s", out, r.baton.Output())
+	}
+	out := r.baton.Output()
+	ready := strings.Index(out, "handover: new generation ready")
+	execed := strings.Index(out, "upgrade: replacing baton in place")
+	if ready < 0 || execed < ready {
+		t.Fatalf("the exec did not wait for the handover; log:\n%s", out)
+	}
+	r.baton.WaitOutput("generation exited: program=orders gen=1 ", waitLong)
+	if !load.WaitAcked(load.Acked()+300, waitLong) {
+		t.Fatalf("load stalled after the upgrade; log:\n%s", r.baton.Output())
+	}
+	res2 := load.Stop()
+	st := r.status()
+	if st.Generation != 2 || st.Handovers != 1 || st.LastExit == nil || st.LastExit.Generation != 1 || st.LastExit.Code != 0 {
+		t.Fatalf("after the upgrade: %s", counters(st))
+	}
+	r.stop()
+	if res2.FailedTotal() != 0 {
+		t.Fatalf("%d of %d requests failed: %v %v", res2.FailedTotal(), res2.Requests, res2.Failed, res2.Examples)
+	}
+	missing, err := loadgen.MissingOrders(filepath.Join(r.dir, "orders.db"), res2.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d acknowledged orders missing, e.g. %s", len(missing), len(res2.Acked), missing[0])
+	}
+}
