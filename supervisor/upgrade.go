@@ -228,7 +228,7 @@ func waitFrozen(names []string, replies []chan error, wait time.Duration, cancel
 				return err
 			}
 		case <-t.C:
-			return fmt.Errorf("supervisor: program %s did not end its handover within %v", names[i], wait)
+			return fmt.Errorf("supervisor: program %s did not end its handover (or its one-shot run) within %v", names[i], wait)
 		case <-cancel:
 			return ErrUpgrading
 		}

@@ -126,7 +126,8 @@ func (p *program) deferEvent(ev event) bool {
 	return true
 }
 
-// onFreeze begins the program's part in an upgrade.
+// onFreeze begins the program's part in an upgrade. A one-shot that runs
+// is waited for like a handover.
 func (p *program) onFreeze(reply chan error) {
 	switch {
 	case p.upgrade != nil:
@@ -140,7 +141,10 @@ func (p *program) onFreeze(reply chan error) {
 		return
 	}
 	p.upgrade = &programUpgrade{reply: reply}
-	if p.attempt != nil {
+	switch {
+	case p.attempt != nil && p.attempt.gen.cfg.Type == config.TypeOneshot:
+		p.log.Info("upgrade: waiting for the one-shot run under way", "gen", p.attempt.gen.n)
+	case p.attempt != nil:
 		p.log.Info("upgrade: waiting for the handover under way", "gen", p.attempt.gen.n)
 	}
 	p.freezeWhenQuiet()
@@ -228,7 +232,7 @@ func (t *sourceTable) ref(c *config.Program) (cfgRef, error) {
 func (p *program) snapshot(pass *fdPass, sources *sourceTable) (programState, error) {
 	st := programState{
 		Name: p.name, Phase: p.phase.String(), Sockets: p.lease.keys(), NextGen: p.nextGen, LastKey: p.lastKey,
-		Bad: p.bad, Failures: p.restarts.failures, ExitReason: p.exitReason, Stats: p.stats, Logs: p.ring.last(0),
+		Bad: p.bad, Failures: p.restarts.failures, ExitReason: p.exitReason, WaitReason: p.waitReason, Stats: p.stats, Logs: p.ring.last(0),
 	}
 	var err error
 	if st.Config, err = sources.ref(p.cfg); err != nil {
@@ -260,6 +264,7 @@ func (g *generation) snapshot(pass *fdPass, sources *sourceTable) (genState, err
 	gs := genState{
 		N: g.n, Key: g.key, PID: g.pid, UID: g.uid, Started: g.started, Sockets: g.lease.keys(), Tail: g.out.all(),
 		Ready: g.ready, ReadyAt: g.readyAt, StopAt: g.stopAt, Killed: g.killed, Status: g.status, Stats: g.stats, ByHandover: g.byHandover,
+		ProbeFailures: g.probeFailures, RSS: g.rss, ReplacedBy: g.replacedBy, Hung: g.hung, QuitSent: g.quitSent,
 	}
 	var err error
 	if gs.Config, err = sources.ref(g.cfg); err != nil {
@@ -357,7 +362,7 @@ func (s *Supervisor) restoreProgram(ps programState, cfgs *cfgResolver) (*progra
 	if !ok {
 		return nil, fmt.Errorf("unknown state %q", ps.Phase)
 	}
-	p.phase, p.nextGen, p.lastKey, p.exitReason, p.stats = ph, ps.NextGen, ps.LastKey, ps.ExitReason, ps.Stats
+	p.phase, p.nextGen, p.lastKey, p.exitReason, p.waitReason, p.stats = ph, ps.NextGen, ps.LastKey, ps.ExitReason, ps.WaitReason, ps.Stats
 	p.restarts.failures = ps.Failures
 	if ps.Bad != nil {
 		p.bad = ps.Bad
@@ -379,11 +384,14 @@ func (s *Supervisor) restoreProgram(ps programState, cfgs *cfgResolver) (*progra
 		p.gens[g.n] = g
 		if g.n == ps.Current {
 			p.setCurrent(g)
+			p.startMonitor(g) // its watchdog starts a full period again
 		}
 	}
 	if ps.Current != 0 && p.current == nil {
 		return nil, fmt.Errorf("the serving gen %d was not passed", ps.Current)
 	}
+	// The programs that start after this one hear where it stands.
+	p.reportDep()
 	if ps.RestartIn != nil && p.phase == phaseBackoff {
 		d := max(*ps.RestartIn, 0)
 		p.restartAt = time.Now().Add(d)
@@ -405,7 +413,8 @@ func (s *Supervisor) adoptGeneration(p *program, gs genState, cfgs *cfgResolver)
 		return nil, err
 	}
 	g := &generation{n: gs.N, cfg: cfg, key: gs.Key, pid: gs.PID, uid: gs.UID, started: gs.Started, lease: l, done: make(chan struct{}),
-		ready: gs.Ready, readyAt: gs.ReadyAt, stopAt: gs.StopAt, killed: gs.Killed, status: gs.Status, stats: gs.Stats, byHandover: gs.ByHandover}
+		ready: gs.Ready, readyAt: gs.ReadyAt, stopAt: gs.StopAt, killed: gs.Killed, status: gs.Status, stats: gs.Stats, byHandover: gs.ByHandover,
+		probeFailures: gs.ProbeFailures, rss: gs.RSS, replacedBy: gs.ReplacedBy, hung: gs.Hung, quitSent: gs.QuitSent}
 	g.log = s.outLog.Named(p.name).With("gen", g.n, "pid", g.pid)
 	for _, line := range gs.Tail {
 		g.out.add(line)

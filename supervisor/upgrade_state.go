@@ -107,6 +107,7 @@ type programState struct {
 	Failures   int               `json:"failures,omitempty"`   // the restart tracker's
 	RestartIn  *time.Duration    `json:"restart_in,omitempty"` // phase backoff: the wait left
 	ExitReason string            `json:"exit_reason,omitempty"`
+	WaitReason string            `json:"wait_reason,omitempty"` // phase waiting: for what
 	Stats      programStats      `json:"stats"`
 	Logs       []LogLine         `json:"logs,omitempty"` // its output ring, for baton logs
 }
@@ -140,6 +141,14 @@ type genState struct {
 	Status     string          `json:"status,omitempty"`
 	Stats      *protocol.Stats `json:"stats,omitempty"`
 	ByHandover bool            `json:"by_handover,omitempty"`
+	// Its health: liveness probes failed in a row, the last memory
+	// sample, and why it is being replaced (a hung one gets SIGQUIT
+	// before its SIGKILL).
+	ProbeFailures int    `json:"probe_failures,omitempty"`
+	RSS           int64  `json:"rss,omitempty"`
+	ReplacedBy    string `json:"replaced_by,omitempty"`
+	Hung          bool   `json:"hung,omitempty"`
+	QuitSent      bool   `json:"quit_sent,omitempty"`
 }
 
 type notifyState struct {

@@ -133,21 +133,35 @@ const slowStart = `"/bin/sh", "-c", "if [ -e slow ]; then sleep 1.5; fi; exec \"
 func startUpgradeRig(t *testing.T, command string) *upgradeRig {
 	t.Helper()
 	orders := buildOrders(t)
-	r := &upgradeRig{t: t, dir: t.TempDir(), current: "v-one"}
-	r.cfg = filepath.Join(r.dir, "config.hcl")
-	os.WriteFile(r.cfg, []byte(fmt.Sprintf(`
+	return startUpgradeRigWith(t, fmt.Sprintf(`
 program "orders" {
   command = [%s%q]
   env     = { ORDERS_DB = "orders.db" }
   listener "http" { address = "127.0.0.1:0" }
+  liveness { watchdog = "1s" }
 }
-`, command, orders)), 0o644)
+`, command, orders), "")
+}
+
+// startUpgradeRigWith runs baton with config, in which "orders" serves
+// examples/orders, and returns once the log has the line wait, or, for
+// "", once orders is ready and baton told systemd READY=1.
+func startUpgradeRigWith(t *testing.T, config, wait string) *upgradeRig {
+	t.Helper()
+	r := &upgradeRig{t: t, dir: t.TempDir(), current: "v-one"}
+	r.cfg = filepath.Join(r.dir, "config.hcl")
+	os.WriteFile(r.cfg, []byte(config), 0o644)
 	r.bin = filepath.Join(r.dir, "baton")
 	install(t, buildBaton(t, "v-one"), r.bin)
 	r.notify = listenNotifySocket(t, r.dir)
 	cmd := exec.Command(r.bin, "run", "-config", r.cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+r.notify.path)
 	r.baton = proctest.Start(t, cmd)
+	r.client = control.NewClient(filepath.Join(r.dir, ".baton", "control.sock"))
+	if wait != "" {
+		r.baton.WaitOutput(wait, waitLong)
+		return r
+	}
 	m := reAddr.FindStringSubmatch(r.baton.WaitOutput("serving: ", waitLong))
 	if m == nil {
 		t.Fatalf("no address in the log:\n%s", r.baton.Output())
@@ -157,7 +171,6 @@ program "orders" {
 	if _, pid := r.notify.next("READY=1"); pid != r.pid() {
 		t.Fatalf("READY=1 from pid %d, want baton's %d", pid, r.pid())
 	}
-	r.client = control.NewClient(filepath.Join(r.dir, ".baton", "control.sock"))
 	return r
 }
 
@@ -181,11 +194,21 @@ func (r *upgradeRig) upgrade(cli string) (int, string) {
 
 func (r *upgradeRig) status() control.ProgramStatus {
 	r.t.Helper()
+	return r.statusOf("orders")
+}
+
+func (r *upgradeRig) statusOf(name string) control.ProgramStatus {
+	r.t.Helper()
 	st, err := r.client.Status(context.Background())
-	if err != nil || len(st.Programs) != 1 {
-		r.t.Fatalf("status: %+v %v; log:\n%s", st, err, r.baton.Output())
+	if err == nil {
+		for _, p := range st.Programs {
+			if p.Name == name {
+				return p
+			}
+		}
 	}
-	return st.Programs[0]
+	r.t.Fatalf("status of %s: %+v %v; log:\n%s", name, st, err, r.baton.Output())
+	return control.ProgramStatus{}
 }
 
 func (r *upgradeRig) upgradeStatus() control.UpgradeStatus {
@@ -221,8 +244,8 @@ func counters(st control.ProgramStatus) string {
 	if e := st.LastExit; e != nil {
 		exit = fmt.Sprintf("gen %d pid %d code %d at %s", e.Generation, e.PID, e.Code, e.At.Format(time.RFC3339Nano))
 	}
-	return fmt.Sprintf("state=%s gen=%d pid=%d started=%v restarts=%d handovers=%d rollbacks=%d reverts=%d last_exit=%q",
-		st.State, st.Generation, st.PID, started, st.Restarts, st.Handovers, st.Rollbacks, st.Reverts, exit)
+	return fmt.Sprintf("state=%s gen=%d pid=%d started=%v restarts=%d handovers=%d rollbacks=%d reverts=%d liveness_failures=%d memory_replacements=%d last_exit=%q",
+		st.State, st.Generation, st.PID, started, st.Restarts, st.Handovers, st.Rollbacks, st.Reverts, st.LivenessFailures, st.MemoryReplacements, exit)
 }
 
 // The promise of baton upgrade: ten upgrades of baton itself, to a new
@@ -433,4 +456,68 @@ func TestUpgrade_duringAHandover(t *testing.T) {
 	if len(missing) > 0 {
 		t.Fatalf("%d of %d acknowledged orders missing, e.g. %s", len(missing), len(res2.Acked), missing[0])
 	}
+}
+
+// What the new image goes on with beyond the generations: the health of
+// the serving generation and the start order. A one-shot migration runs
+// (it waits for a file) when the upgrade is asked for, with the program
+// that starts after it waiting: the upgrade waits for the one-shot, which
+// completes while the waiting program is already paused, and the new
+// image starts the waiting program. Then the serving generation hangs
+// (SIGSTOP): the new image's watchdog, armed for the generation it
+// adopted, replaces it by a handover and kills it (SIGQUIT first, for
+// its stacks).
+func TestUpgrade_healthAndStartOrderGoOn(t *testing.T) {
+	orders := buildOrders(t)
+	r := startUpgradeRigWith(t, fmt.Sprintf(`
+program "migrate" {
+  type    = "oneshot"
+  command = ["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; exec \"$0\" migrate", %q]
+  env     = { ORDERS_DB = "orders.db" }
+}
+program "orders" {
+  command = [%q]
+  env     = { ORDERS_DB = "orders.db" }
+  after   = ["migrate"]
+  listener "http" { address = "127.0.0.1:0" }
+  liveness { watchdog = "1s" }
+  stop { timeout = "1s" }
+}
+`, orders, orders), "starting: program=migrate gen=1")
+	install(t, buildBaton(t, "v-two"), r.bin)
+	done := make(chan string, 1)
+	go func() {
+		code, out := r.upgrade(r.bin)
+		done <- fmt.Sprintf("%d %s", code, out)
+	}()
+	r.baton.WaitOutput("upgrade: waiting for the one-shot run under way", waitLong)
+	if st := r.statusOf("orders"); st.State != control.StateWaiting {
+		t.Fatalf("orders before the migration: %+v", st)
+	}
+	os.WriteFile(filepath.Join(r.dir, "go"), nil, 0o644)
+	if out := <-done; !strings.HasPrefix(out, "0 ") {
+		t.Fatalf("upgrade: %s; log:\n%s", out, r.baton.Output())
+	}
+	r.baton.WaitOutput("ready: program=orders gen=1", waitLong)
+	if st := r.statusOf("migrate"); st.State != control.StateExited || !strings.Contains(st.Reason, "completed") {
+		t.Fatalf("migrate after the upgrade: %+v", st)
+	}
+
+	// The generation adopted by the next upgrade hangs.
+	install(t, buildBaton(t, "v-one"), r.bin)
+	if code, out := r.upgrade(r.bin); code != 0 {
+		t.Fatalf("second upgrade: %d %s", code, out)
+	}
+	hung := r.statusOf("orders").PID
+	syscall.Kill(hung, syscall.SIGSTOP)
+	r.baton.WaitOutput("replacing the serving generation by a handover", waitLong)
+	r.baton.WaitOutput("generation exited: program=orders gen=1 ", waitLong)
+	st := r.statusOf("orders")
+	if st.Generation != 2 || st.LivenessFailures != 1 || st.LastExit == nil || st.LastExit.Signal != "SIGKILL" {
+		t.Fatalf("after the hang: %s, last exit %+v", counters(st), st.LastExit)
+	}
+	if !strings.Contains(r.baton.Output(), "SIGQUIT") {
+		t.Fatalf("the hung generation got no SIGQUIT before its SIGKILL; log:\n%s", r.baton.Output())
+	}
+	r.stop()
 }
