@@ -58,7 +58,9 @@
 //     release).
 //   - A generation (generation.go) is a started process group: its
 //     reaper, output pumps, notify reader (notify.go) and readiness check
-//     (ready.go) post events to its program.
+//     (ready.go) post events to its program. Its program's goroutine
+//     reaps it (evZombie), so that one that exits while baton upgrades
+//     itself stays a zombie for the next image.
 //   - Idle connections (handoff.go, internal/handoff): each program has a
 //     router, which holds baton's end of every generation's handoff
 //     socket. The program's goroutine tells it which generation serves
@@ -90,9 +92,23 @@
 // NOTIFY_SOCKET, and gives the sockets it was passed (LISTEN_FDS) to the
 // program listeners of the same name.
 //
+// # Upgrading in place
+//
+// Upgrade (upgrade.go) replaces the running baton by the binary on disk
+// without a new process: once the binary passed its checks, every
+// program lets its handover under way end and parks the readers of its
+// generations (upgrade_program.go), and the loop passes the descriptors
+// and the state (upgrade_state.go) to the binary it execs from the
+// spawner's thread, which forked every generation (spawner_linux.go says
+// why that thread). The new image takes the state with TakeUpgrade and
+// New goes on from it: same pid, same children, same sockets, counters
+// going on. Run serves the spawner on the calling goroutine when that
+// runs on the process's main thread, as cmd/baton's does.
+//
 // # Signals (of cmd/baton)
 //
 //	SIGHUP           Reload with Force: re-read the config; hand over every program
+//	SIGUSR2          Upgrade: replace baton by the binary on disk, in place
 //	SIGTERM, SIGINT  stop every program gracefully (Run's context), then exit;
 //	                 /readyz fails first, and with shutdown_delay the
 //	                 programs serve that long before they stop (readyz.go)

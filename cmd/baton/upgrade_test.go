@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -264,13 +265,16 @@ func TestUpgrade_tenUnderLoad(t *testing.T) {
 	buildBaton(t, "v-two")
 	load := loadgen.Start(context.Background(), loadgen.Config{Addr: r.addr, Clients: 32})
 	before := r.status()
+	var took []time.Duration
 	for i := 1; i <= 10; i++ {
 		if !load.WaitAcked(load.Acked()+300, waitLong) {
 			t.Fatalf("load stalled before upgrade %d; failures %d; log:\n%s", i, load.Failures(), r.baton.Output())
 		}
 		next := versions[i%2]
 		install(t, buildBaton(t, next), r.bin)
+		start := time.Now()
 		code, out := r.upgrade(r.bin)
+		took = append(took, time.Since(start).Round(time.Millisecond))
 		want := fmt.Sprintf("baton upgraded in place: %s → %s (pid %d, upgrade %d)", r.current, next, r.pid(), i)
 		if code != 0 || !strings.Contains(out, want) {
 			t.Fatalf("upgrade %d: want exit 0 and %q, have %d %q; log:\n%s", i, want, code, out, r.baton.Output())
@@ -336,6 +340,37 @@ func TestUpgrade_tenUnderLoad(t *testing.T) {
 		t.Fatalf("want 10 images that upgraded in place, have %d", n)
 	}
 	t.Logf("%d requests, %d orders acknowledged and written, 0 failed, 10 upgrades of baton and 1 handover", res.Requests, len(res.Acked))
+	t.Logf("baton upgrade, command to answer: %v; exec to the new image's first line: %v", spans(took), spans(execGaps(r.baton.Output())))
+}
+
+// execGaps returns, for each upgrade in the log, the time from the old
+// image's last line ("replacing baton in place") to the new image's
+// first ("baton upgraded in place").
+func execGaps(log string) []time.Duration {
+	var gaps []time.Duration
+	var from time.Time
+	for _, line := range strings.Split(log, "\n") {
+		ts, _, _ := strings.Cut(line, " ")
+		at, err := time.Parse("2006-01-02T15:04:05.000Z0700", ts)
+		switch {
+		case err != nil:
+		case strings.Contains(line, "upgrade: replacing baton in place"):
+			from = at
+		case strings.Contains(line, "baton upgraded in place") && !from.IsZero():
+			gaps = append(gaps, at.Sub(from))
+		}
+	}
+	return gaps
+}
+
+// spans renders durations as "min … median … max (n)".
+func spans(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("min %v, median %v, max %v (%d)", s[0], s[len(s)/2], s[len(s)-1], len(s))
 }
 
 // Upgrades that must change nothing: a binary on disk that rejects the
@@ -405,7 +440,8 @@ esac`, "exec "},
 // old one is told to stop, and only then does baton exec; the new image
 // serves with the new generation and reaps the old one. Under POST load,
 // nothing fails and nothing is lost. Meanwhile a restart is refused with
-// a clear answer instead of starting another handover.
+// a clear answer instead of starting another handover, and a SIGHUP is
+// held: the new image reloads, and hands over once more.
 func TestUpgrade_duringAHandover(t *testing.T) {
 	r := startUpgradeRig(t, slowStart)
 	os.WriteFile(filepath.Join(r.dir, "slow"), nil, 0o644)
@@ -427,6 +463,9 @@ func TestUpgrade_duringAHandover(t *testing.T) {
 	if err != nil || !strings.Contains(res.Error, "baton is upgrading itself") {
 		t.Fatalf("a restart during the upgrade: want the upgrade's answer, have %+v %v", res, err)
 	}
+	// A SIGHUP now is held, and the new image reloads.
+	r.baton.Signal(syscall.SIGHUP)
+	r.baton.WaitOutput("reload held until the upgrade is over", waitLong)
 	if out := <-done; !strings.HasPrefix(out, "0 ") || !strings.Contains(out, "v-one → v-two") {
 		t.Fatalf("upgrade: %s; log:\n%s", out, r.baton.Output())
 	}
@@ -437,13 +476,18 @@ func TestUpgrade_duringAHandover(t *testing.T) {
 		t.Fatalf("the exec did not wait for the handover; log:\n%s", out)
 	}
 	r.baton.WaitOutput("generation exited: program=orders gen=1 ", waitLong)
+	// The held SIGHUP: the new image hands over once more.
+	r.baton.WaitOutput("generation exited: program=orders gen=2 ", waitLong)
+	if !strings.Contains(r.baton.Output()[execed:], "starting: program=orders gen=3 pid=") {
+		t.Fatalf("the held reload did not reach the new image; log:\n%s", r.baton.Output())
+	}
 	if !load.WaitAcked(load.Acked()+300, waitLong) {
 		t.Fatalf("load stalled after the upgrade; log:\n%s", r.baton.Output())
 	}
 	res2 := load.Stop()
 	st := r.status()
-	if st.Generation != 2 || st.Handovers != 1 || st.LastExit == nil || st.LastExit.Generation != 1 || st.LastExit.Code != 0 {
-		t.Fatalf("after the upgrade: %s", counters(st))
+	if st.Generation != 3 || st.Handovers != 2 || st.LastExit == nil || st.LastExit.Generation != 2 || st.LastExit.Code != 0 {
+		t.Fatalf("after the upgrade and the held reload: %s", counters(st))
 	}
 	r.stop()
 	if res2.FailedTotal() != 0 {
