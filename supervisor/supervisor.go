@@ -110,12 +110,12 @@ type Supervisor struct {
 	waiting  map[string]string   // owned by the loop: programs waiting for their after list, and for what
 
 	// Upgrading in place (upgrade.go).
-	upgrading   *upgradeOp     // owned by the loop: the upgrade under way
-	upgradeInfo upgradeInfo    // for UpgradeStatus
-	keeps       sync.WaitGroup // copies of binaries kept for rollback, under way
-	resumed     *Resumed       // the state this image went on from; nil when it started anew
-	notifySeq   int64          // resumed: the starter's sequence
-	pending     []msgWatch     // resumed: changes noticed during the upgrade
+	upgrading   *upgradeOp  // owned by the loop: the upgrade under way
+	upgradeInfo upgradeInfo // for UpgradeStatus
+	keeps       inflight    // copies of binaries kept for rollback, under way
+	resumed     *Resumed    // the state this image went on from; nil when it started anew
+	notifySeq   int64       // resumed: the starter's sequence
+	pending     []msgWatch  // resumed: changes noticed during the upgrade
 	// resumed: reloads asked for during the upgrade
 	pendingReloads []ReloadRequest
 }
@@ -303,9 +303,9 @@ func (s *Supervisor) programEnv(file *config.File) *programEnv {
 			go s.post(msgDep{program: name, st: st}) // never wait on the loop from a program
 		},
 		keep: (&keeper{dir: filepath.Join(file.Dir, ".baton", "bin"), log: s.log, bg: func(f func()) {
-			s.keeps.Add(1)
+			s.keeps.add(1)
 			s.background(func() {
-				defer s.keeps.Done()
+				defer s.keeps.add(-1)
 				f()
 			})
 		}}).keep,

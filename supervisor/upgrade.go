@@ -26,8 +26,9 @@ import (
 // sockets, the generations' pipes, notify and handoff sockets, and its
 // state. The upgrade is a state of the Supervisor's loop:
 //
-//  1. msgUpgrade: the loop refuses reloads and holds watched changes from
-//     now on, tells systemd RELOADING=1, and checks the binary on disk on
+//  1. msgUpgrade: the loop holds reloads and watched changes from now on
+//     (they apply after the upgrade), tells systemd RELOADING=1, and
+//     checks the binary on disk on
 //     a goroutine: `version -json` must take this baton's state
 //     (UpgradeFormat), `check -config FILE` must pass. A failure ends the
 //     upgrade; nothing changed.
@@ -124,8 +125,9 @@ func (u *upgradeInfo) update(f func(st *control.UpgradeStatus)) {
 // control socket. Whether it worked, UpgradeStatus tells, from the new
 // image: one more upgrade, or the old one's LastError.
 //
-// The caller's thread matters: see Run. Requests to programs made during
-// the upgrade end with ErrUpgrading.
+// Requests to programs made during the upgrade end with ErrUpgrading.
+// Once baton was upgraded, Run must run on the main thread for the next
+// upgrade (see Run; cmd/baton does).
 func (s *Supervisor) Upgrade(ctx context.Context, answered <-chan struct{}) (control.UpgradeReply, error) {
 	op := &upgradeOp{answered: answered, reply: make(chan upgradeAnswer, 1), cancel: make(chan struct{})}
 	if !s.post(msgUpgrade{op}) {
@@ -211,7 +213,13 @@ func (m msgUpgradeChecked) step(s *Supervisor) {
 	s.background(func() {
 		err := waitFrozen(names, replies, wait, op.cancel)
 		if err == nil {
-			err = waitGroup(&s.keeps, upgradeKeepsWait, "copying binaries kept for rollback")
+			select {
+			case <-s.keeps.idle():
+			case <-time.After(upgradeKeepsWait):
+				err = fmt.Errorf("supervisor: still copying binaries kept for rollback after %v", upgradeKeepsWait)
+			case <-op.cancel:
+				err = ErrUpgrading
+			}
 		}
 		s.post(msgUpgradeFrozen{op, err})
 	})
@@ -236,19 +244,38 @@ func waitFrozen(names []string, replies []chan error, wait time.Duration, cancel
 	return nil
 }
 
-// waitGroup waits for wg, up to d.
-func waitGroup(wg *sync.WaitGroup, d time.Duration, what string) error {
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(d):
-		return fmt.Errorf("supervisor: still %s after %v", what, d)
+// inflight counts work under way, such as the copies of binaries kept
+// for rollback; unlike a WaitGroup, it may be waited for with a timeout
+// and counted up again meanwhile.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0; nil while nobody waits
+}
+
+func (c *inflight) add(d int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n += d
+	if c.n == 0 && c.zero != nil {
+		close(c.zero)
+		c.zero = nil
 	}
+}
+
+// idle is closed once no work is under way.
+func (c *inflight) idle() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+	}
+	return c.zero
 }
 
 func (m msgUpgradeFrozen) step(s *Supervisor) {
