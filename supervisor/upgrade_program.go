@@ -186,7 +186,12 @@ func (p *program) freezeWhenQuiet() {
 		for _, c := range parked {
 			<-c
 		}
-		p.post(evPaused{router.Pause()})
+		resume := router.Pause()
+		select {
+		case p.events <- evPaused{resume}:
+		case <-p.quit:
+			resume()
+		}
 	}()
 }
 
