@@ -262,6 +262,7 @@ func (s *Supervisor) serveControl(l net.Listener) {
 		pl.log = s.log
 	}
 	srv := &http.Server{Handler: s.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	s.own.started(l, srv)
 	go func() {
 		<-s.loopDone
 		srv.Close()

@@ -126,6 +126,7 @@ func (s *Supervisor) serveMetrics(l net.Listener) {
 		s.healthHandler(mux) // /livez and /readyz beside /metrics
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.own.started(l, srv)
 	go func() {
 		<-s.loopDone
 		srv.Close()

@@ -152,6 +152,7 @@ func (s *Supervisor) serveHealth(l net.Listener) {
 	mux := http.NewServeMux()
 	s.healthHandler(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.own.started(l, srv)
 	go func() {
 		<-s.loopDone
 		srv.Close()

@@ -112,6 +112,7 @@ type Supervisor struct {
 	// Upgrading in place (upgrade.go).
 	upgrading   *upgradeOp  // owned by the loop: the upgrade under way
 	upgradeInfo upgradeInfo // for UpgradeStatus
+	own         ownServers  // baton's own servers, which an upgrade holds
 	keeps       inflight    // copies of binaries kept for rollback, under way
 	resumed     *Resumed    // the state this image went on from; nil when it started anew
 	notifySeq   int64       // resumed: the starter's sequence
@@ -384,13 +385,13 @@ func (s *Supervisor) run(ctx context.Context, sp *spawner) error {
 	s.watcher = watch.New(s.log, s.file.Watch.Poll)
 	s.background(s.reader)
 	if s.controlLn != nil {
-		s.background(func() { s.serveControl(s.controlLn) })
+		s.serveOwn(s.controlLn, s.serveControl)
 	}
 	if s.metricsLn != nil {
-		s.background(func() { s.serveMetrics(s.metricsLn) })
+		s.serveOwn(s.metricsLn, s.serveMetrics)
 	}
 	if s.healthLn != nil {
-		s.background(func() { s.serveHealth(s.healthLn) })
+		s.serveOwn(s.healthLn, s.serveHealth)
 	}
 	for _, name := range s.order() {
 		if p := s.programs[name]; s.dev(p.cfg) {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/internal/reaper"
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/baton-run/baton/supervisor/control"
 )
@@ -34,10 +35,14 @@ import (
 //     upgrade; nothing changed.
 //  2. msgUpgradeChecked: every program freezes (upgrade_program.go): it
 //     lets a handover under way end, then parks its readers.
-//  3. msgUpgradeFrozen: the loop collects each program's description and
-//     the descriptors, answers the caller, and execs from the spawner's
-//     thread (spawner_linux.go says why that thread). If the exec fails,
-//     the programs thaw and baton runs on as it was.
+//  3. msgUpgradeFrozen: the loop answers the caller; baton's own servers
+//     (control, metrics, health) stop accepting and answer what they
+//     accepted, leaving new connections in their backlog for the new
+//     image (upgrade_servers.go).
+//  4. msgUpgradeExec: the loop collects each program's description and
+//     the descriptors, and execs from the spawner's thread
+//     (spawner_linux.go says why that thread). If the exec fails, the
+//     servers accept again, the programs thaw and baton runs on as it was.
 //
 // The new image takes the state first thing in main (TakeUpgrade), and
 // New goes on from it (resume): no socket is opened again, no generation
@@ -96,6 +101,10 @@ type (
 		op  *upgradeOp
 		err error
 	}
+	msgUpgradeExec struct { // baton's own servers hold their connections
+		op      *upgradeOp
+		release func() // lets them accept again
+	}
 )
 
 // upgradeInfo is what UpgradeStatus reports; the loop and the resume
@@ -121,8 +130,8 @@ func (u *upgradeInfo) update(f func(st *control.UpgradeStatus)) {
 // Upgrade returns once every program is paused and the exec is next, with
 // the versions, or with an error when the upgrade did not happen (nothing
 // changed). The exec follows once answered is closed (nil: at once; at
-// the latest after two seconds): the exec closes every connection of the
-// control socket. Whether it worked, UpgradeStatus tells, from the new
+// the latest after two seconds) and baton's own servers answered what
+// they accepted. Whether it worked, UpgradeStatus tells, from the new
 // image: one more upgrade, or the old one's LastError.
 //
 // Requests to programs made during the upgrade end with ErrUpgrading.
@@ -283,10 +292,37 @@ func (m msgUpgradeFrozen) step(s *Supervisor) {
 	if s.upgrading != op {
 		return
 	}
-	err := m.err
-	if err == nil {
-		err = s.exec(op) // returns only when the exec failed
+	if m.err != nil {
+		s.endUpgrade(op, m.err)
+		return
 	}
+	// The caller hears that the exec is next; then baton's own servers
+	// stop accepting and answer what they accepted (which may need the
+	// loop: status, /readyz), on a goroutine; then the exec.
+	prev := s.UpgradeStatus()
+	op.answer(upgradeAnswer{info: control.UpgradeReply{From: s.cfg.Version, To: op.to, PID: os.Getpid(), Upgrades: prev.Upgrades}})
+	s.background(func() {
+		if op.answered != nil {
+			select {
+			case <-op.answered:
+			case <-time.After(upgradeAnsweredWait):
+			}
+		}
+		release := s.holdServers()
+		if !s.post(msgUpgradeExec{op, release}) {
+			release()
+		}
+	})
+}
+
+func (m msgUpgradeExec) step(s *Supervisor) {
+	op := m.op
+	if s.upgrading != op {
+		m.release() // called off meanwhile
+		return
+	}
+	err := s.exec(op) // returns only when the exec failed
+	m.release()
 	s.endUpgrade(op, err)
 }
 
@@ -361,13 +397,6 @@ func (s *Supervisor) exec(op *upgradeOp) error {
 		return fmt.Errorf("supervisor: upgrade: %w", err)
 	}
 	env := append(os.Environ(), EnvUpgrade+"="+strconv.Itoa(fd))
-	op.answer(upgradeAnswer{info: control.UpgradeReply{From: s.cfg.Version, To: op.to, PID: os.Getpid(), Upgrades: st.Upgrades - 1}})
-	if op.answered != nil {
-		select {
-		case <-op.answered:
-		case <-time.After(upgradeAnsweredWait):
-		}
-	}
 	s.log.Info("upgrade: replacing baton in place", "from", s.cfg.Version, "to", op.to, "binary", op.exe, "pid", os.Getpid(), "descriptors", len(st.FDs))
 	if s.cfg.OnExec != nil {
 		s.cfg.OnExec(true)
@@ -495,7 +524,13 @@ func checkBinary(cancel <-chan struct{}, exe, configFile string) (string, error)
 		var stdout, stderr bytes.Buffer
 		cmd := exec.CommandContext(ctx, exe, args...)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
+		// An own child: the orphan reaper leaves its exit status to Wait.
+		err := reaper.Start(cmd)
+		if err == nil {
+			err = cmd.Wait()
+			reaper.Forget(cmd.Process.Pid)
+		}
+		if err != nil {
 			msg := strings.TrimSpace(stderr.String())
 			if msg == "" {
 				msg = strings.TrimSpace(stdout.String())

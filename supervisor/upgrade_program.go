@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/baton-run/baton/internal/pause"
+	"github.com/baton-run/baton/internal/reaper"
 	"github.com/baton-run/baton/supervisor/config"
 )
 
@@ -453,7 +454,13 @@ func (s *Supervisor) adoptGeneration(p *program, gs genState, cfgs *cfgResolver)
 		}
 		g.handoff = p.handoff.Adopt(c, h.PeerState)
 	}
-	g.wait = func() processStatus { return waitPID(g.pid) }
+	// Its own child now: the orphan reaper leaves it alone.
+	reaper.Adopt(g.pid)
+	g.wait = func() processStatus {
+		st := waitPID(g.pid)
+		reaper.Forget(g.pid)
+		return st
+	}
 	if gs.DeadlineIn != nil {
 		during := gs.During
 		g.deadline = p.armTimer(max(*gs.DeadlineIn, 0), func(id uint64) event { return evDeadline{g: g, id: id, during: during} })

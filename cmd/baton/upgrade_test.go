@@ -123,6 +123,7 @@ type upgradeRig struct {
 	client  *control.Client
 	notify  *notifyListener
 	current string // the version of the binary that runs
+	metrics string // the address of /metrics and /readyz, if any
 }
 
 // slowStart makes each generation of examples/orders wait a second and a
@@ -135,13 +136,56 @@ func startUpgradeRig(t *testing.T, command string) *upgradeRig {
 	t.Helper()
 	orders := buildOrders(t)
 	return startUpgradeRigWith(t, fmt.Sprintf(`
+metrics { address = %q }
 program "orders" {
   command = [%s%q]
   env     = { ORDERS_DB = "orders.db" }
   listener "http" { address = "127.0.0.1:0" }
   liveness { watchdog = "1s" }
 }
-`, command, orders), "")
+`, freeAddr(t), command, orders), "")
+}
+
+// freeAddr returns a TCP address nobody listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// pollReadyz asks GET /readyz at addr until stop is closed, as a load
+// balancer does, and returns the answers that were not 200.
+func pollReadyz(addr string, stop <-chan struct{}) <-chan []string {
+	out := make(chan []string, 1)
+	go func() {
+		var bad []string
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				if n == 0 {
+					bad = append(bad, "never asked")
+				}
+				out <- bad
+				return
+			case <-time.After(10 * time.Millisecond): // the pace of the checks, not a synchronisation
+			}
+			resp, err := c.Get("http://" + addr + "/readyz")
+			if err != nil {
+				bad = append(bad, err.Error())
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				bad = append(bad, resp.Status)
+			}
+		}
+	}()
+	return out
 }
 
 // startUpgradeRigWith runs baton with config, in which "orders" serves
@@ -152,12 +196,30 @@ func startUpgradeRigWith(t *testing.T, config, wait string) *upgradeRig {
 	r := &upgradeRig{t: t, dir: t.TempDir(), current: "v-one"}
 	r.cfg = filepath.Join(r.dir, "config.hcl")
 	os.WriteFile(r.cfg, []byte(config), 0o644)
+	if m := regexp.MustCompile(`metrics \{ address = "([^"]+)" \}`).FindStringSubmatch(config); m != nil {
+		r.metrics = m[1]
+	}
 	r.bin = filepath.Join(r.dir, "baton")
 	install(t, buildBaton(t, "v-one"), r.bin)
 	r.notify = listenNotifySocket(t, r.dir)
-	cmd := exec.Command(r.bin, "run", "-config", r.cfg)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+r.notify.path)
-	r.baton = proctest.Start(t, cmd)
+	for attempt := 1; ; attempt++ {
+		cmd := exec.Command(r.bin, "run", "-config", r.cfg)
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+r.notify.path)
+		r.baton = proctest.Start(t, cmd)
+		if r.metrics == "" || attempt == 5 {
+			break
+		}
+		// The metrics address was free when it was chosen; another
+		// process of this busy machine may have taken it since.
+		if _, ok := r.baton.Out.Wait("baton started", 1, waitLong); ok || !strings.Contains(r.baton.Output(), "address already in use") {
+			break
+		}
+		r.baton.Wait(waitLong)
+		old := r.metrics
+		r.metrics = freeAddr(t)
+		config = strings.Replace(config, old, r.metrics, 1)
+		os.WriteFile(r.cfg, []byte(config), 0o644)
+	}
 	r.client = control.NewClient(filepath.Join(r.dir, ".baton", "control.sock"))
 	if wait != "" {
 		r.baton.WaitOutput(wait, waitLong)
@@ -258,12 +320,15 @@ func counters(st control.ProgramStatus) string {
 // handover made between two upgrades is counted once. The output ring
 // (baton logs) and the generation adopted in the middle go on too: the
 // generation that served before the handover is reaped by an image that
-// did not start it, with its exit status.
+// did not start it, with its exit status. A load balancer's /readyz
+// checks, on the metrics listener, never fail meanwhile.
 func TestUpgrade_tenUnderLoad(t *testing.T) {
 	r := startUpgradeRig(t, "")
 	versions := []string{"v-one", "v-two"}
 	buildBaton(t, "v-two")
 	load := loadgen.Start(context.Background(), loadgen.Config{Addr: r.addr, Clients: 32})
+	stopPolling := make(chan struct{})
+	readyz := pollReadyz(r.metrics, stopPolling)
 	before := r.status()
 	var took []time.Duration
 	for i := 1; i <= 10; i++ {
@@ -310,6 +375,20 @@ func TestUpgrade_tenUnderLoad(t *testing.T) {
 	}
 	load.WaitAcked(load.Acked()+300, waitLong)
 	res := load.Stop()
+	close(stopPolling)
+	if bad := <-readyz; len(bad) > 0 {
+		t.Errorf("/readyz failed during the upgrades: %d times: %v", len(bad), bad)
+	}
+	// The metrics listener went through every image too.
+	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `baton_program_handovers_total{program="orders"} 1`) {
+		t.Errorf("/metrics after the upgrades:\n%s", metrics)
+	}
 
 	// The output ring went through every image: gen 1's first lines are
 	// still there.

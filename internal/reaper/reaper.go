@@ -48,6 +48,16 @@ func Start(cmd *exec.Cmd) error {
 	return nil
 }
 
+// Adopt makes pid one of baton's own children without starting it: a
+// child of the image of baton that an upgrade in place replaced, which
+// is this process's child now. Call it before the reaper starts, and
+// Forget once it was waited for.
+func Adopt(pid int) {
+	own.mu.Lock()
+	defer own.mu.Unlock()
+	own.pids[pid] = struct{}{}
+}
+
 // Forget ends what Start began, once the child was waited for.
 func Forget(pid int) {
 	own.mu.Lock()

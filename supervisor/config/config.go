@@ -63,7 +63,7 @@ type File struct {
 	// programs: the time a load balancer needs to see /readyz fail and
 	// stop sending new requests to this host. Default 0.
 	ShutdownDelay time.Duration
-	source        *Source       // what it was parsed from
+	source        *Source // what it was parsed from
 }
 
 // Program returns the program block called name, or nil.
