@@ -16,9 +16,9 @@ logs). No program is restarted and no request fails.
 
 The binary is checked first: it must take this baton's state (baton
 version -json) and accept the config (baton check -config FILE);
-otherwise nothing changes. A handover under way ends first; a program
-that bakes makes the upgrade wait for its verdict (promote or revert it).
-SIGUSR2 to baton does the same.
+otherwise nothing changes. A handover under way ends first; while a
+program bakes the upgrade is refused (promote or revert it, or wait for
+its verdict). SIGUSR2 to baton does the same.
 
 Prints the old and the new version once the new binary answers. Exits 1,
 with the reason, when nothing changed.`
