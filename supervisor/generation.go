@@ -506,13 +506,16 @@ func (g *generation) watch(post func(event), output func(*generation, []byte), l
 // the new image to reap.
 func reap(g *generation, pumps *sync.WaitGroup, post func(event)) {
 	var info unix.Siginfo
+	var err error
 	for {
-		err := unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		err = unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
 		if !errors.Is(err, syscall.EINTR) {
 			break
 		}
 	}
-	syscall.Kill(-g.pid, syscall.SIGKILL)
+	if err == nil { // not ECHILD: the group id is still its own
+		syscall.Kill(-g.pid, syscall.SIGKILL)
+	}
 	// The output of its last moments explains a failure: read it to the
 	// end first. The group is dead, so the pipes close, unless a process
 	// that left the group holds them: the wait is bounded.
