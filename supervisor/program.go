@@ -176,7 +176,7 @@ type (
 		g  *generation
 		st processStatus
 	}
-	evZombie    struct{ g *generation } // g exited: reap it, then evExit
+	evZombie    struct{ g *generation } // g exited: its program reaps it (g.wait), then handles the exit
 	evRestart   struct{ id uint64 }
 	evStatus    struct{ reply chan control.ProgramStatus }
 	evBakeTick  struct{ id uint64 }

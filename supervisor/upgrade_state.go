@@ -259,9 +259,6 @@ type Resumed struct {
 	st *upgradeState
 }
 
-// Version is the version of the image before this one.
-func (r *Resumed) Version() string { return r.st.Version }
-
 // TakeUpgrade takes the state the image of baton before this one passed
 // (EnvUpgrade), if any, and returns nil, nil otherwise. Call it first
 // thing in main: it unsets the variable and makes every descriptor passed
