@@ -26,7 +26,9 @@ var (
 const bakeMinRequests = 20
 
 // bakeMinP99Requests is how many requests each generation must have
-// answered over the bake before their p99 latencies are compared.
+// answered before their p99 latencies are compared: the new one over
+// the bake; the old one over the bake too, or, when a slow new version
+// holds the clients' connections and leaves it fewer, over its life.
 const bakeMinP99Requests = 100
 
 // bakeP99Floor is the p99 latency below which a new generation is never
@@ -136,8 +138,13 @@ func (p *program) judge(b *bake, final bool) string {
 			return fmt.Sprintf("5xx on %.1f%% of %d requests, above max_errors %.1f%%", 100*share, d.Total, 100*b.cfg.MaxErrors)
 		}
 	}
-	if b.cfg.MaxP99 > 0 && b.oldBase != nil && p.current != nil && p.current.stats != nil && d.Total >= bakeMinP99Requests {
-		od := p.current.stats.Sub(*b.oldBase)
+	if b.cfg.MaxP99 > 0 && p.current != nil && p.current.stats != nil && d.Total >= bakeMinP99Requests {
+		od := *p.current.stats
+		if b.oldBase != nil {
+			if w := od.Sub(*b.oldBase); w.Total >= bakeMinP99Requests {
+				od = w // the same window as the new one's
+			}
+		}
 		if od.Total >= bakeMinP99Requests {
 			np, op := d.Quantile(0.99), od.Quantile(0.99)
 			if np > bakeP99Floor && float64(np) > b.cfg.MaxP99*float64(op) {

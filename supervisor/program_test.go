@@ -373,6 +373,55 @@ func stats(n, errs uint64) *protocol.Stats {
 	return st
 }
 
+// slow returns counters of n requests that each took d.
+func slow(n uint64, d time.Duration) *protocol.Stats {
+	st := stats(0, 0)
+	st.Total, st.Buckets[protocol.Bucket(d)] = n, n
+	return st
+}
+
+// A slow new version holds its clients' connections, so the old
+// generation may answer fewer than 100 requests during the bake: its p99
+// is then taken over its life, and the slow version still fails. An old
+// generation with too few requests even over its life gives no p99
+// verdict.
+func TestPhase_bakeSlowAgainstTheOldOnesLife(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		oldLife  uint64 // requests the old one answered before the bake
+		reverted bool
+	}{{"old one busy before", 1000, true}, {"old one idle", 20, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			fe := newFakeProgram(t, testProgram(`bake {
+    duration = "3s"
+    interval = "1s"
+    max_p99  = "4x"
+  }`))
+			fe.p.begin(&request{reason: "start", force: true})
+			fe.p.handle(evReady{fe.gen(1)})
+			fe.p.handle(evNotify{fe.gen(1), protocol.Message{Stats: stats(tc.oldLife, 0)}})
+			reply := fe.request(true, "./v2")
+			fe.p.handle(evReady{fe.gen(2)})
+			fe.want(phaseBaking)
+			fe.p.handle(evNotify{fe.gen(1), protocol.Message{Stats: stats(tc.oldLife+10, 0)}})
+			fe.p.handle(evNotify{fe.gen(2), protocol.Message{Stats: slow(200, 150*time.Millisecond)}})
+			for range 3 {
+				if len(reply) > 0 {
+					break // judged before the end
+				}
+				fe.fire(after(time.Second))
+			}
+			r := result(t, reply)
+			if reverted := errors.Is(r.Err, ErrReverted); reverted != tc.reverted {
+				t.Fatalf("want reverted %v, have %+v", tc.reverted, r)
+			}
+			if tc.reverted && !strings.Contains(r.Err.Error(), "p99 latency 250ms") {
+				t.Fatalf("the verdict does not name the p99: %v", r.Err)
+			}
+		})
+	}
+}
+
 // A ready generation of a program that bakes serves beside the old one,
 // which is not told to stop until the verdict: passed, the old one gets
 // its stop signal; failed (here, too many 5xx), the new one gets its stop
