@@ -47,7 +47,7 @@ func (s *Server) openHandoff(srv *http.Server) *handoffState {
 	if s.cfg.DisableIdleHandoff || s.endpoint == nil || servesTLS(srv) {
 		return nil
 	}
-	port, err := s.endpoint.Open(s.cfg.Listener, s.ln.Addr(), s.cfg.CloseTimeout)
+	port, err := s.endpoint.Open(s.cfg.Listener, s.ln.Addr())
 	if err != nil {
 		s.log.Warn("idle connections cannot move to the next generation; they will drain", "error", err)
 		return nil

@@ -68,8 +68,7 @@ func newGeneration(t *testing.T, r *handoff.Router, n int, name string, cfg Conf
 		cancel()
 		g.wait(t)
 	})
-	// Serve opens its port (baton acknowledged its HELLO) before it
-	// serves its listener: one answer there says it is open.
+	g.waitReady(t)
 	c := dial(t, s.Addr())
 	if resp := c.get(t, "/"); resp.StatusCode != 200 {
 		t.Fatalf("%s: %s", name, resp.Status)
@@ -344,7 +343,21 @@ func newGenerationTLS(t *testing.T, r *handoff.Router, n int, name string, cfg C
 		cancel()
 		g.wait(t)
 	})
+	g.waitReady(t)
 	return g
+}
+
+// waitReady waits until g said READY=1. Serve serves before baton
+// acknowledged its HELLO and says READY=1 only after: from then on the
+// router knows it takes connections.
+func (g *generation) waitReady(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.s.ready:
+	case err := <-g.done:
+		g.once.Do(func() { g.err = err })
+		t.Fatalf("Serve returned before READY: %v", err)
+	}
 }
 
 func dialTLS(t *testing.T, addr string, useTLS bool, cert *testtls.Cert) net.Conn {
@@ -381,5 +394,55 @@ func TestHandoff_movedConnectionIsIdleNotNew(t *testing.T) {
 	io.WriteString(c, post("two"))
 	if body, _ := c.response(t); body != "new:two" {
 		t.Fatalf("want new:two, have %q", body)
+	}
+}
+
+// Serve does not wait for baton's answer to its HELLO before it serves:
+// the round trip is off the start-up path. It says READY=1 only once
+// baton acknowledged, so that baton knows where idle connections may go
+// before it stops the previous generation.
+func TestHandoff_servesBeforeTheAckReadyAfter(t *testing.T) {
+	peerConn, f, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peerConn.Close()
+	e, err := handoff.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s := newTestServer(t, Config{})
+	s.endpoint = e
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, echoHandler("gen"))
+	defer func() {
+		cancel()
+		result(t, done)
+	}()
+
+	buf, oob := handoff.NewBuffers()
+	hello, err := handoff.Receive(peerConn, buf, oob)
+	if err != nil || hello.Kind != handoff.Hello {
+		t.Fatalf("want HELLO, have %+v, %v", hello, err)
+	}
+	c := dial(t, s.Addr())
+	defer c.Close()
+	io.WriteString(c, post("before the ACK"))
+	if body, _ := c.response(t); body != "gen:before the ACK" {
+		t.Fatalf("before the ACK: %q", body)
+	}
+	select {
+	case <-s.ready:
+		t.Fatal("READY=1 before baton acknowledged the HELLO")
+	default:
+	}
+	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Ack, Listener: hello.Listener, FD: -1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.ready:
+	case err := <-done:
+		t.Fatalf("Serve returned before READY: %v", err)
 	}
 }

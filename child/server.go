@@ -135,6 +135,7 @@ type Server struct {
 	// idleStopped is closed once the drain stopped the idle connections
 	// that move (or knew that none does).
 	idleStopped chan struct{}
+	ready       chan struct{} // closed once Serve said READY=1
 }
 
 // New takes the listening socket, inherited or its own, and returns a
@@ -146,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = NewLogger("child")
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{}), stats: takeStatsEnv(), endpoint: env.handoff, idleStopped: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, stopping: make(chan struct{}), stats: takeStatsEnv(), endpoint: env.handoff, idleStopped: make(chan struct{}), ready: make(chan struct{})}
 	var err error
 	if s.cfg.LameDuck, err = lameDuckFrom(cfg.LameDuck, os.Getenv(EnvLameDuck)); err != nil {
 		s.log.Warn("ignoring the lame duck's environment variable", "error", err)
@@ -281,12 +282,21 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	}
 	ln = tlsListener(ln, srv)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if s.hand != nil {
+		// Serving already, but READY only once baton knows this process
+		// takes connections: the previous generation's idle ones come
+		// here as soon as baton has the READY.
+		if err := s.hand.port.WaitAck(s.cfg.CloseTimeout); err != nil {
+			s.log.Warn("idle connections may not move to this generation; they will drain", "error", err)
+		}
+	}
 	if Supervised() {
 		s.log.Info("serving", "addr", s.addr) // baton adds the generation and pid
 	} else {
 		s.log.Info("serving", "addr", s.addr, "pid", os.Getpid())
 	}
 	s.notify("READY=1\nSTATUS=serving on " + s.addr)
+	close(s.ready)
 	if s.stats != nil {
 		stop := make(chan struct{})
 		defer close(stop)

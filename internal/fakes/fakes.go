@@ -230,7 +230,10 @@ var Children = map[string]func() int{
 			fmt.Fprintln(os.Stderr, "fake: no handoff socket:", err)
 			return 1
 		}
-		p, err := e.Open("http", &net.TCPAddr{}, 5*time.Second)
+		p, err := e.Open("http", &net.TCPAddr{})
+		if err == nil {
+			err = p.WaitAck(5 * time.Second)
+		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

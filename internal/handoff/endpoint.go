@@ -93,7 +93,8 @@ type Port struct {
 	name string
 	addr net.Addr
 
-	acked chan struct{} // HELLO was acknowledged
+	acked chan struct{} // closed when HELLO was acknowledged
+	gone  chan struct{} // closed when baton's end is gone
 	reply chan bool     // the answer to DRAIN: true for HANDOVER
 
 	mu      sync.Mutex
@@ -113,11 +114,12 @@ type Arrival struct {
 }
 
 // Open opens the port of listener, whose address Addr reports: it tells
-// baton that this process serves that listener's connections and waits,
-// up to timeout, for baton's acknowledgement, after which baton may pass
+// baton that this process serves that listener's connections (HELLO),
+// without waiting for the answer: the server may start at once, and
+// WaitAck waits for baton's acknowledgement, after which baton may pass
 // connections to it. Close it when the server stops.
-func (e *Endpoint) Open(listener string, addr net.Addr, timeout time.Duration) (*Port, error) {
-	p := &Port{e: e, name: listener, addr: addr, acked: make(chan struct{}), reply: make(chan bool, 1), ready: make(chan struct{})}
+func (e *Endpoint) Open(listener string, addr net.Addr) (*Port, error) {
+	p := &Port{e: e, name: listener, addr: addr, acked: make(chan struct{}), gone: make(chan struct{}), reply: make(chan bool, 1), ready: make(chan struct{})}
 	e.mu.Lock()
 	for e.reading && e.stopping {
 		stopped := e.stopped
@@ -140,14 +142,28 @@ func (e *Endpoint) Open(listener string, addr net.Addr, timeout time.Duration) (
 		p.Close()
 		return nil, fmt.Errorf("handoff: hello: %w", err)
 	}
+	return p, nil
+}
+
+// WaitAck waits up to timeout for baton's acknowledgement of the port's
+// HELLO. It returns ErrNoPeer when none came in time or baton's end is
+// gone: the port then serves what reaches it, and its drain keeps its
+// idle connections.
+func (p *Port) WaitAck(timeout time.Duration) error {
+	select {
+	case <-p.acked:
+		return nil
+	default:
+	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-p.acked:
-		return p, nil
+		return nil
+	case <-p.gone:
+		return ErrNoPeer
 	case <-t.C:
-		p.Close()
-		return nil, ErrNoPeer
+		return ErrNoPeer
 	}
 }
 
@@ -219,8 +235,15 @@ func (e *Endpoint) read(stopped chan struct{}) {
 	}
 }
 
-// fail ends a port's wait for an answer: baton is gone.
+// fail ends a port's waits for an answer: baton is gone.
 func (p *Port) fail() {
+	p.mu.Lock()
+	select {
+	case <-p.gone:
+	default:
+		close(p.gone)
+	}
+	p.mu.Unlock()
 	p.answer(false)
 }
 

@@ -41,8 +41,11 @@ func attach(t *testing.T, r *Router, n int) *gen {
 
 func port(t *testing.T, g *gen, listener string) *Port {
 	t.Helper()
-	p, err := g.end.Open(listener, &net.TCPAddr{}, 5*time.Second)
+	p, err := g.end.Open(listener, &net.TCPAddr{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitAck(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
@@ -216,16 +219,66 @@ func TestEndpoint_batonGone(t *testing.T) {
 		}
 		peerConn.Close()
 	}()
-	p, err := e.Open("http", &net.TCPAddr{}, 5*time.Second)
+	p, err := e.Open("http", &net.TCPAddr{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	if err := p.WaitAck(time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if p.Drain(time.Minute) {
 		t.Fatal("baton gone: want KEEP")
 	}
-	if _, err := e.Open("admin", &net.TCPAddr{}, time.Minute); !errors.Is(err, ErrNoPeer) {
+	if err := p.WaitAck(time.Minute); err != nil {
+		t.Fatalf("an acknowledged port, after baton went: want nil, have %v", err)
+	}
+	if _, err := e.Open("admin", &net.TCPAddr{}); !errors.Is(err, ErrNoPeer) {
 		t.Fatalf("want ErrNoPeer, have %v", err)
+	}
+}
+
+// A port opens without waiting for baton: the server may start at once.
+// WaitAck then says whether baton acknowledged; a baton that went away
+// without answering ends the wait at once, whatever its timeout.
+func TestEndpoint_openDoesNotWaitForTheAck(t *testing.T) {
+	peerConn, f, err := Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	hello := make(chan Message, 1)
+	answer := make(chan bool)
+	go func() {
+		buf, oob := NewBuffers()
+		m, err := Receive(peerConn, buf, oob)
+		if err == nil {
+			hello <- m
+		}
+		if <-answer {
+			Send(peerConn, Message{Kind: Ack, Listener: m.Listener, FD: -1})
+		} else {
+			peerConn.Close()
+		}
+	}()
+	p, err := e.Open("http", &net.TCPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if m := <-hello; m.Kind != Hello || m.Listener != "http" {
+		t.Fatalf("baton got %+v, want HELLO http", m)
+	}
+	if err := p.WaitAck(time.Millisecond); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("before baton answers: want ErrNoPeer, have %v", err)
+	}
+	answer <- false // baton's end closes without an ACK
+	if err := p.WaitAck(time.Hour); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("baton gone: want ErrNoPeer, have %v", err)
 	}
 }
 
