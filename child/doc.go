@@ -14,7 +14,10 @@
 //     sd_listen_fds(3) specifies, Listen and Serve take the inherited
 //     socket by name; otherwise they bind the configured address. The
 //     variables are unset once read, so programs this process starts do
-//     not take them too.
+//     not take them too. baton starts a binary that links this package
+//     without an exec shim: it sets BATON_LISTEN_PPID to its own pid
+//     instead of LISTEN_PID, and this package, when it is initialised,
+//     sets LISTEN_PID to the process's pid if its parent has that pid.
 //   - Readiness: with NOTIFY_SOCKET set, Serve sends READY=1 once serving,
 //     STOPPING=1 when the drain begins and STATUS= lines with its progress
 //     (sd_notify(3)). Without it, Notify does nothing.

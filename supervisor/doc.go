@@ -9,8 +9,10 @@
 // then follows a handover for every restart:
 //
 //  1. start generation N+1 with the same sockets, as fds 3, 4, … with
-//     LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (set by the exec shim to
-//     the child's own pid), a NOTIFY_SOCKET of its own, BATON_PROGRAM,
+//     LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (set to the child's own
+//     pid by the exec shim, or, for a binary that links the child
+//     package, by the child from BATON_LISTEN_PPID), a NOTIFY_SOCKET of
+//     its own, BATON_PROGRAM,
 //     BATON_GENERATION and BATON_STOP_TIMEOUT, and its handoff socket
 //     as the descriptor after them (BATON_HANDOFF_FD);
 //  2. wait until it is ready: READY=1 on its notify socket (from any of

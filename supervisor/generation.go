@@ -1,8 +1,12 @@
 package supervisor
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +21,6 @@ import (
 	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/baton-run/baton/internal/reaper"
-	"github.com/baton-run/baton/internal/watch"
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -35,6 +38,7 @@ type generation struct {
 	lease   *lease        // its sockets, released when it was reaped
 	notify  *notifySocket // nil when it has none (a test's fake)
 	handoff *handoff.Peer // baton's end of its handoff socket; nil without one
+	via     string        // how it was started: "direct", or the exec shim's "sh" or "baton"
 	out     tail          // its last output lines, for failure messages
 	log     hclog.Logger  // the program's output, with gen and pid
 	done    chan struct{} // closed once reaped
@@ -74,7 +78,8 @@ type generation struct {
 
 // startTimes are the moments of a generation's start: the trigger of its
 // request, the config read, the binary checked, the process spawned (the
-// exec shim runs: os/exec returns once its exec succeeded).
+// program or its exec shim runs: os/exec returns once its exec
+// succeeded).
 type startTimes struct {
 	trigger, read, checked, spawned time.Time
 }
@@ -86,13 +91,13 @@ type phaseTime struct {
 }
 
 // The phases of a handover, in order: what baton does (read, check,
-// spawn, signal), what the program does (start: the shim's exec, then the
-// program's own start-up until READY), and the old generation's drain,
+// spawn, signal), what the program does (start: the shim's exec, if any,
+// then the program's own start-up until READY), and the old generation's drain,
 // reported when it exits.
 const (
 	phaseRead   = "read"   // trigger → config read and sockets opened
 	phaseCheck  = "check"  // → binary checked (resolve, content hash)
-	phaseSpawn  = "spawn"  // → process started (notify socket, pipes, fork, exec of the shim)
+	phaseSpawn  = "spawn"  // → process started (notify socket, pipes, fork, exec)
 	phaseStart  = "start"  // → READY
 	phaseSignal = "signal" // → old generation signalled
 	phaseDrain  = "drain"  // old generation signalled → exited
@@ -274,6 +279,7 @@ type hashEntry struct {
 	size         int64
 	mtime, ctime syscall.Timespec
 	sum          string
+	direct       bool // the binary honours BATON_LISTEN_PPID: no exec shim
 }
 
 // hashReads counts the binaries read to hash them: the cache's misses.
@@ -295,11 +301,11 @@ func binaryHash(path string) (string, error) {
 		return e.sum, nil
 	}
 	hashReads.Add(1)
-	sum, err := watch.Hash(path)
+	sum, direct, err := hashBinary(path)
 	if err != nil {
 		return "", err
 	}
-	id.sum = sum
+	id.sum, id.direct = sum, direct
 	hashes.Lock()
 	if len(hashes.m) >= maxHashes {
 		clear(hashes.m)
@@ -307,6 +313,49 @@ func binaryHash(path string) (string, error) {
 	hashes.m[path] = id
 	hashes.Unlock()
 	return sum, nil
+}
+
+// startsDirectly reports whether the binary at path, as binaryHash last
+// read it, honours BATON_LISTEN_PPID, so that baton may start it without
+// an exec shim. A binary not in the cache goes through the shim.
+func startsDirectly(path string) bool {
+	hashes.Lock()
+	defer hashes.Unlock()
+	return hashes.m[path].direct
+}
+
+// hashBinary returns the hex SHA-256 of the file at path and whether its
+// content holds the name of BATON_LISTEN_PPID: every binary that links
+// package internal/protocol does (the child package, baton), and such a
+// binary sets its own LISTEN_PID from it (protocol.AdoptListenPID).
+// Searching costs little beside the hash, in the same read.
+func hashBinary(path string) (sum string, direct bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	marker := []byte(protocol.EnvListenParent)
+	keep := len(marker) - 1 // a chunk's last bytes, where a marker may begin
+	buf := make([]byte, keep+256<<10)
+	carried := 0
+	for {
+		n, err := f.Read(buf[carried:])
+		if n > 0 {
+			h.Write(buf[carried : carried+n])
+			end := carried + n
+			direct = direct || bytes.Contains(buf[:end], marker)
+			carried = min(keep, end)
+			copy(buf, buf[end-carried:end])
+		}
+		if err == io.EOF {
+			return hex.EncodeToString(h.Sum(nil)), direct, nil
+		}
+		if err != nil {
+			return "", false, err
+		}
+	}
 }
 
 // linksChanged tells the hash cache that baton itself added or removed a
@@ -328,9 +377,9 @@ func linksChanged(dev, ino uint64) {
 	}
 }
 
-// starter starts real generations: through the exec shim, in their own
-// process group, from the spawner's thread, with their sockets as fds 3…
-// and a notify socket of their own.
+// starter starts real generations: directly or through the exec shim
+// (startsDirectly), in their own process group, from the spawner's
+// thread, with their sockets as fds 3… and a notify socket of their own.
 type starter struct {
 	seq     atomic.Int64 // numbers notify sockets: never one name twice
 	spawner *spawner
@@ -391,7 +440,17 @@ func (s *starter) start(sp spawnSpec) (g *generation, err error) {
 		env = append(env, protocol.EnvWatchdogUsec+"="+strconv.FormatInt(l.Watchdog.Microseconds(), 10))
 	}
 	env = append(env, handoffEnv...)
-	exe, args, env := execshim.Command(sp.path, sp.cfg.Command, env)
+	exe, args, via := sp.path, sp.cfg.Command, "direct"
+	if startsDirectly(sp.path) {
+		env = append(env, protocol.EnvListenParent+"="+strconv.Itoa(os.Getpid()))
+	} else {
+		exe, args, env = execshim.Command(sp.path, sp.cfg.Command, env)
+		via = "sh"
+		if exe == execshim.Self {
+			via = "baton"
+		}
+	}
+	g.via = via
 
 	outR, outW, err := os.Pipe()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/internal/protocol"
 	"github.com/baton-run/baton/supervisor/config"
 	"github.com/baton-run/baton/supervisor/control"
 )
@@ -423,22 +424,31 @@ func TestKill_immediate(t *testing.T) {
 	}
 }
 
-// Programs start through /bin/sh, which sets LISTEN_PID, unless their
-// environment has a name a shell would drop: then through baton's own
-// binary, which passes it on. Both ways the program takes its socket
-// (LISTEN_PID is its own pid) and gets its environment.
-func TestShim_shellOrOwnBinary(t *testing.T) {
+// A binary that links baton's protocol (the child package) starts
+// directly: it sets its own LISTEN_PID from BATON_LISTEN_PPID. Any other
+// starts through /bin/sh, which sets LISTEN_PID, unless its environment
+// has a name a shell would drop: then through baton's own binary, which
+// passes it on. Every way, the program takes its socket (LISTEN_PID is
+// its own pid), gets its environment and none of the shim's variables.
+// The binary without the protocol is proctest.ForeignCopy's.
+func TestStart_directOrThroughAShim(t *testing.T) {
+	foreign := filepath.Join(t.TempDir(), "foreign")
+	proctest.ForeignCopy(t, foreign)
 	for _, tc := range []struct {
-		name, env, want string
+		name, binary, env, want, via string
 	}{
-		{"shell", `PLAIN = "1"`, "PLAIN=1\n"},
-		{"own binary", `"spring.profiles.active" = "prod"`, "spring.profiles.active=prod\n"},
+		{"direct", os.Args[0], `PLAIN = "1"`, "PLAIN=1\n", "direct"},
+		{"direct, any name", os.Args[0], `"spring.profiles.active" = "prod"`, "spring.profiles.active=prod\n", "direct"},
+		{"shell", foreign, `PLAIN = "1"`, "PLAIN=1\n", "sh"},
+		{"own binary", foreign, `"spring.profiles.active" = "prod"`, "spring.profiles.active=prod\n", "baton"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, withEnv(fakeProgram("app", "serve", ""), "serve", tc.env))
+			block := strings.Replace(withEnv(fakeProgram("app", "serve", ""), "serve", tc.env), fmt.Sprintf("%q", os.Args[0]), fmt.Sprintf("%q", tc.binary), 1)
+			h := newHarness(t, block)
 			h.waitEvent("app", "ready", 1)
+			h.waitLog("via="+tc.via, 1)
 			env := proctest.Get(t, "http://"+h.sup.Addr("app", "http")+"/env")
-			if !strings.Contains(env, tc.want) || strings.Contains(env, execshim.EnvMarker) {
+			if !strings.Contains(env, tc.want) || strings.Contains(env, execshim.EnvMarker) || strings.Contains(env, protocol.EnvListenParent) {
 				t.Fatalf("the program's environment:\n%s", env)
 			}
 			h.stop()

@@ -2,6 +2,9 @@ package supervisor
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-run/baton/internal/protocol"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -181,5 +185,32 @@ func TestPump_pauseKeepsThePartialLine(t *testing.T) {
 	newPump(r2, []byte("the ")).run(func(l []byte) { lines <- string(l) })
 	if l := <-lines; l != "the rest" {
 		t.Fatalf("want the kept start prepended, have %q", l)
+	}
+}
+
+// hashBinary finds BATON_LISTEN_PPID's name wherever it lies, across the
+// boundaries of its reads too, and its hash is the file's SHA-256.
+func TestHashBinary_findsTheMarkerAnywhere(t *testing.T) {
+	marker := protocol.EnvListenParent
+	dir := t.TempDir()
+	for _, at := range []int{-1, 0, 1000, 256<<10 - 5, 256 << 10, 512<<10 + 3} {
+		content := bytes.Repeat([]byte{'x'}, 600<<10)
+		if at >= 0 {
+			copy(content[at:], marker)
+		}
+		path := filepath.Join(dir, fmt.Sprint("bin", at))
+		if err := os.WriteFile(path, content, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		sum, direct, err := hashBinary(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := sha256.Sum256(content); sum != hex.EncodeToString(want[:]) {
+			t.Fatalf("marker at %d: hash %s, want %x", at, sum, want)
+		}
+		if direct != (at >= 0) {
+			t.Fatalf("marker at %d: found %v", at, direct)
+		}
 	}
 }

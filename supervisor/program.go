@@ -597,7 +597,11 @@ func (p *program) begin(req *request) {
 	} else {
 		p.enter(phaseStarting)
 	}
-	p.log.Info("starting", "gen", n, "pid", g.pid, "reason", req.reason, "command", strings.Join(cfg.Command, " "))
+	args := []any{"gen", n, "pid", g.pid, "reason", req.reason, "command", strings.Join(cfg.Command, " ")}
+	if g.via != "" {
+		args = append(args, "via", g.via)
+	}
+	p.log.Info("starting", args...)
 	if cfg.Type == config.TypeOneshot {
 		return // it runs to completion: its exit is its outcome
 	}

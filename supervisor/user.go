@@ -48,8 +48,9 @@ func credential(p *config.Program) (*syscall.Credential, error) {
 // CheckUser reports whether program p's user can be started: nil when p
 // sets no user, or when that user may execute the exec shim that sets
 // LISTEN_PID (/bin/sh, or baton's own binary when the program's
-// environment has names a shell would drop), enter the program's
-// directory and execute its command. baton check and every start with a user ask it, so that the
+// environment has names a shell would drop; none for a binary that links
+// the child package), enter the program's directory and execute its
+// command. baton check and every start with a user ask it, so that the
 // error says what to fix instead of "permission denied".
 func CheckUser(p *config.Program) error {
 	cred, err := credential(p)
@@ -60,7 +61,13 @@ func CheckUser(p *config.Program) error {
 	if !p.CleanEnv {
 		env = append(os.Environ(), env...)
 	}
-	if !execshim.UsesShell(env) {
+	path, pathErr := resolveCommand(p)
+	direct := false
+	if pathErr == nil {
+		_, err := binaryHash(path) // fills the cache startsDirectly reads
+		direct = err == nil && startsDirectly(path)
+	}
+	if !direct && !execshim.UsesShell(env) {
 		exe, err := os.Executable()
 		if err != nil {
 			return err
@@ -72,7 +79,7 @@ func CheckUser(p *config.Program) error {
 	if err := accessibleBy(p.Dir, true, cred); err != nil {
 		return fmt.Errorf("user %q cannot enter the program's directory: %w", p.User, err)
 	}
-	if path, err := resolveCommand(p); err == nil {
+	if pathErr == nil {
 		if err := accessibleBy(path, false, cred); err != nil {
 			return fmt.Errorf("user %q cannot execute the program's command: %w", p.User, err)
 		}

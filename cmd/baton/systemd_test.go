@@ -95,8 +95,10 @@ func TestSystemd_socketActivationAndNotify(t *testing.T) {
 
 // With user set, the program runs as that user: its uid, gid and
 // supplementary groups are the user's, not root's, and its notify socket
-// is that user's alone. baton's own binary must be executable by the user
-// (it starts every program): baton check says so when it is not.
+// is that user's alone, whether baton starts it directly (it links the
+// child package) or through the /bin/sh exec shim. A program started
+// through baton's own binary as the shim needs that binary executable by
+// the user: baton check says so when it is not.
 //
 // It runs as root (CI does, with BATON_REQUIRE_ROOT=1: then it fails
 // instead of skipping), with a user and groups of its own.
@@ -118,11 +120,14 @@ func TestUser_privilegesDropped(t *testing.T) {
 	self, _ := os.Executable()
 	bin := filepath.Join(pub, "baton.test") // the test binary, where the user can run it
 	copyFile(t, self, bin, "")
+	foreign := filepath.Join(pub, "foreign.test") // a program without baton's protocol
+	proctest.ForeignCopy(t, foreign)
 	cfg := filepath.Join(pub, "config.hcl")
+	program := foreign
 	writeCfg := func(env string) {
 		os.WriteFile(cfg, []byte(`
 program "app" {
-  command = ["`+bin+`", "-test.run=^$"]
+  command = ["`+program+`", "-test.run=^$"]
   env     = { BATON_TEST_CHILD = "serve" `+env+` }
   user    = "`+user.name+`"
   listener "http" { address = "127.0.0.1:0" }
@@ -136,10 +141,10 @@ program "app" {
 		return string(out), err
 	}
 
-	// A variable whose name a shell would drop makes baton start the
-	// program through its own binary, which the user must be able to run:
-	// this test's own binary lives in a private directory (the go test
-	// cache is 0700), its copy in a public one.
+	// A variable whose name a shell would drop makes baton start a
+	// foreign program through its own binary, which the user must be able
+	// to run: this test's own binary lives in a private directory (the go
+	// test cache is 0700), its copy in a public one.
 	writeCfg(`, "my.var" = "1"`)
 	code, _, errs := ctl(t, "check", "-config", cfg)
 	if code != exitError || !strings.Contains(errs, "cannot execute baton's own binary") || !strings.Contains(errs, "/usr/local/bin") {
@@ -148,6 +153,13 @@ program "app" {
 	if out, err := check(cfg); err != nil {
 		t.Fatalf("check from the public copy: %v\n%s", err, out)
 	}
+	// A program that links the child package starts without a shim.
+	program = bin
+	writeCfg(`, "my.var" = "1"`)
+	if code, _, errs := ctl(t, "check", "-config", cfg); code != 0 {
+		t.Fatalf("check of a program started directly: %d %q", code, errs)
+	}
+	program = foreign
 	// A program directory the user cannot enter (a config file in a
 	// private directory, the default dir) is reported too.
 	writeCfg("")
@@ -161,18 +173,23 @@ program "app" {
 		t.Fatalf("check through the shell shim: %d %q", code, errs)
 	}
 
-	cmd := exec.Command(bin, "-test.run=^$", "run", "-config", cfg)
-	cmd.Env = append(os.Environ(), proctest.EnvChild+"=baton")
-	baton := proctest.Start(t, cmd)
-	baton.WaitOutput("ready: program=app gen=1", waitLong)
-	addr := reAddr.FindStringSubmatch(baton.WaitOutput("serving: ", waitLong))[1]
-	want := fmt.Sprintf("uid=%d gid=%d groups=[%d] notify=%d:%d/0600", user.uid, user.gid, user.extraGid, user.uid, user.gid)
-	if resp := proctest.Get(t, "http://"+addr+"/whoami"); resp != want {
-		t.Fatalf("the program runs as %q, want %q", resp, want)
-	}
-	baton.Signal(syscall.SIGTERM)
-	if code, _ := exitStatus(baton.Wait(waitLong)); code != 0 {
-		t.Fatalf("baton exit %d", code)
+	for _, tc := range []struct{ program, via string }{{foreign, "sh"}, {bin, "direct"}} {
+		program = tc.program
+		writeCfg("")
+		cmd := exec.Command(bin, "-test.run=^$", "run", "-config", cfg)
+		cmd.Env = append(os.Environ(), proctest.EnvChild+"=baton")
+		baton := proctest.Start(t, cmd)
+		baton.WaitOutput("via="+tc.via, waitLong)
+		baton.WaitOutput("ready: program=app gen=1", waitLong)
+		addr := reAddr.FindStringSubmatch(baton.WaitOutput("serving: ", waitLong))[1]
+		want := fmt.Sprintf("uid=%d gid=%d groups=[%d] notify=%d:%d/0600", user.uid, user.gid, user.extraGid, user.uid, user.gid)
+		if resp := proctest.Get(t, "http://"+addr+"/whoami"); resp != want {
+			t.Fatalf("via %s: the program runs as %q, want %q", tc.via, resp, want)
+		}
+		baton.Signal(syscall.SIGTERM)
+		if code, _ := exitStatus(baton.Wait(waitLong)); code != 0 {
+			t.Fatalf("via %s: baton exit %d", tc.via, code)
+		}
 	}
 }
 

@@ -20,6 +20,10 @@
 //
 // Any binary that imports this package (baton itself, and the supervisor's
 // test binaries) can serve as the second shim.
+//
+// A binary that links baton's child package needs neither: it sets its
+// own LISTEN_PID from BATON_LISTEN_PPID (see package internal/protocol),
+// and baton starts it directly.
 package execshim
 
 import (

@@ -4,6 +4,7 @@
 package proctest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baton-run/baton/internal/protocol"
 	"golang.org/x/sys/unix"
 )
 
@@ -305,4 +307,20 @@ func Fill(t testing.TB, dir string) string {
 		}
 	}
 	return path
+}
+
+// ForeignCopy writes a copy of the test binary to path, mode 0755, in
+// which BATON_LISTEN_PPID is spelt otherwise: baton takes it for a
+// program that does not link its protocol and starts it through an exec
+// shim, as it would a program in another language.
+func ForeignCopy(t testing.TB, path string) {
+	t.Helper()
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := bytes.ReplaceAll(self, []byte(protocol.EnvListenParent), []byte("BATON_LISTEN_XXXX"))
+	if err := os.WriteFile(path, foreign, 0o755); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -353,7 +353,7 @@ func ReservedEnv(k string) bool {
 	switch k {
 	case protocol.EnvListenFDs, protocol.EnvListenPID, protocol.EnvListenFDNames, protocol.EnvNotifySocket,
 		protocol.EnvProgram, protocol.EnvGeneration, protocol.EnvStopTimeout, protocol.EnvHandoffFD,
-		protocol.EnvWatchdogUsec, protocol.EnvWatchdogPID, protocol.EnvStatsInterval:
+		protocol.EnvWatchdogUsec, protocol.EnvWatchdogPID, protocol.EnvStatsInterval, protocol.EnvListenParent:
 		return true
 	}
 	return false
