@@ -253,7 +253,7 @@ func TestSecurity_nothingLeaksToGrandchildren(t *testing.T) {
 	h := newHarness(t, fakeProgram("app", "env-grandchild", ""))
 	h.waitEvent("app", "ready", 1)
 	line := h.waitLog("grandchild env:", 1)
-	if !strings.Contains(line, `LISTEN_FDS="" LISTEN_PID="" LISTEN_FDNAMES="" NOTIFY_SOCKET="" BATON_HANDOFF_FD="" fd3=no listening socket fd4=no handoff socket`) {
+	if !strings.Contains(line, `LISTEN_FDS="" LISTEN_PID="" LISTEN_FDNAMES="" NOTIFY_SOCKET="" BATON_HANDOFF_FD="" BATON_LISTEN_PPID="" fd3=no listening socket fd4=no handoff socket`) {
 		t.Fatalf("a grandchild inherited: %s", line)
 	}
 	h.stop()

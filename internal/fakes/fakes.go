@@ -22,6 +22,7 @@ import (
 	"github.com/baton-run/baton/child"
 	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/proctest"
+	"github.com/baton-run/baton/internal/protocol"
 )
 
 // Children are the fake children, by name: the test binary re-executed
@@ -216,8 +217,18 @@ var Children = map[string]func() int{
 		if v, err := syscall.GetsockoptInt(4, syscall.SOL_SOCKET, syscall.SO_TYPE); err == nil && v == syscall.SOCK_SEQPACKET {
 			fd4 = "a handoff socket"
 		}
-		fmt.Printf("grandchild env: LISTEN_FDS=%q LISTEN_PID=%q LISTEN_FDNAMES=%q NOTIFY_SOCKET=%q BATON_HANDOFF_FD=%q fd3=%s fd4=%s\n",
-			os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("NOTIFY_SOCKET"), os.Getenv("BATON_HANDOFF_FD"), fd3, fd4)
+		// This process's own init removed BATON_LISTEN_PPID from its
+		// environment: what it was started with is in /proc.
+		ppid := ""
+		if b, err := os.ReadFile("/proc/self/environ"); err == nil {
+			for _, kv := range strings.Split(string(b), "\x00") {
+				if v, ok := strings.CutPrefix(kv, protocol.EnvListenParent+"="); ok {
+					ppid = v
+				}
+			}
+		}
+		fmt.Printf("grandchild env: LISTEN_FDS=%q LISTEN_PID=%q LISTEN_FDNAMES=%q NOTIFY_SOCKET=%q BATON_HANDOFF_FD=%q BATON_LISTEN_PPID=%q fd3=%s fd4=%s\n",
+			os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDNAMES"), os.Getenv("NOTIFY_SOCKET"), os.Getenv("BATON_HANDOFF_FD"), ppid, fd3, fd4)
 		return 0
 	},
 	// handoff-sink: takes the connections a draining generation passes
