@@ -13,9 +13,10 @@ const checkDesc = `
 Validate the config file without starting anything. Each problem is
 printed with its position (config.hcl:4,3-15) and what to do about it.
 A program with a user is checked against the file system too: that
-user must be able to execute baton's own binary (baton starts each
-program through it) and the program's command, and to enter its
-directory.
+user must be able to execute the program's command and enter its
+directory, and, when the program does not link the child package, the
+exec shim that sets its LISTEN_PID (/bin/sh, or baton's own binary when
+the program's environment has names a shell would drop).
 Exit status 1 when the file has errors; warnings alone exit 0.`
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
