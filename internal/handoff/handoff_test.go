@@ -199,9 +199,10 @@ func TestRouter_returnsToSender(t *testing.T) {
 	}
 }
 
-// Without baton (its end closed) a port's drain says KEEP at once and a
-// new port cannot open.
-func TestEndpoint_batonGone(t *testing.T) {
+// endpoint returns a process's endpoint and baton's end of its socket,
+// with no router: the test plays baton.
+func endpoint(t *testing.T) (*net.UnixConn, *Endpoint) {
+	t.Helper()
 	peerConn, f, err := Pair()
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +211,14 @@ func TestEndpoint_batonGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	t.Cleanup(func() { e.Close() })
+	return peerConn, e
+}
+
+// Without baton (its end closed) a port's drain says KEEP at once and a
+// new port cannot open.
+func TestEndpoint_batonGone(t *testing.T) {
+	peerConn, e := endpoint(t)
 	// A fake baton that acknowledges one HELLO, then dies.
 	go func() {
 		buf, oob := NewBuffers()
@@ -242,15 +250,7 @@ func TestEndpoint_batonGone(t *testing.T) {
 // WaitAck then says whether baton acknowledged; a baton that went away
 // without answering ends the wait at once, whatever its timeout.
 func TestEndpoint_openDoesNotWaitForTheAck(t *testing.T) {
-	peerConn, f, err := Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := Open(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	peerConn, e := endpoint(t)
 	hello := make(chan Message, 1)
 	answer := make(chan bool)
 	go func() {
