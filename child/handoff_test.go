@@ -39,13 +39,27 @@ func (g *generation) wait(t *testing.T) error {
 }
 
 // newGeneration starts a server called name (its handler says so) with a
-// handoff socket to r. Its drain timeout is a minute, so that a drain
-// that waits for an idle connection instead of moving it fails the test.
+// handoff socket to r, and checks that it answers. Its drain timeout is
+// a minute, so that a drain that waits for an idle connection instead of
+// moving it fails the test.
 func newGeneration(t *testing.T, r *handoff.Router, n int, name string, cfg Config) *generation {
 	t.Helper()
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = time.Minute
 	}
+	g := startGeneration(t, r, n, name, cfg)
+	c := dial(t, g.s.Addr())
+	if resp := c.get(t, "/"); resp.StatusCode != 200 {
+		t.Fatalf("%s: %s", name, resp.Status)
+	}
+	c.Close()
+	return g
+}
+
+// startGeneration starts a server called name with a handoff socket to r
+// and waits until it said READY=1.
+func startGeneration(t *testing.T, r *handoff.Router, n int, name string, cfg Config) *generation {
+	t.Helper()
 	s := newTestServer(t, cfg)
 	peer, f, err := r.Attach(n)
 	if err != nil {
@@ -69,11 +83,6 @@ func newGeneration(t *testing.T, r *handoff.Router, n int, name string, cfg Conf
 		g.wait(t)
 	})
 	g.waitReady(t)
-	c := dial(t, s.Addr())
-	if resp := c.get(t, "/"); resp.StatusCode != 200 {
-		t.Fatalf("%s: %s", name, resp.Status)
-	}
-	c.Close()
 	return g
 }
 
@@ -288,7 +297,7 @@ func TestHandoff_whatDoesNotMoveStays(t *testing.T) {
 			r := handoff.NewRouter(hclog.NewNullLogger())
 			tc.cfg.DrainTimeout = 100 * time.Millisecond
 			tc.cfg.ShutdownTimeout = time.Second
-			old := newGenerationTLS(t, r, 1, "old", tc.cfg, cert)
+			old := startGeneration(t, r, 1, "old", tc.cfg)
 			cur := newGeneration(t, r, 2, "new", Config{})
 			if tc.current {
 				r.SetCurrent(cur.peer)
@@ -312,39 +321,6 @@ func TestHandoff_whatDoesNotMoveStays(t *testing.T) {
 			}
 		})
 	}
-}
-
-// newGenerationTLS is newGeneration with the TLS client when cfg serves
-// TLS.
-func newGenerationTLS(t *testing.T, r *handoff.Router, n int, name string, cfg Config, cert *testtls.Cert) *generation {
-	if cfg.HTTP == nil {
-		return newGeneration(t, r, n, name, cfg)
-	}
-	t.Helper()
-	s := newTestServer(t, cfg)
-	peer, f, err := r.Attach(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := handoff.Open(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.Close()
-		peer.Release()
-		<-peer.Done()
-	})
-	s.endpoint = e
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &generation{s: s, peer: peer, stop: cancel}
-	g.done = serve(s, ctx, echoHandler(name))
-	t.Cleanup(func() {
-		cancel()
-		g.wait(t)
-	})
-	g.waitReady(t)
-	return g
 }
 
 // waitReady waits until g said READY=1. Serve serves before baton
