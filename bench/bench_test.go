@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/baton-run/baton/internal/procfs"
 )
 
 // The harness in a seconds-long smoke mode: it builds, runs every mode
@@ -321,32 +323,25 @@ func peerBinsOrSkip(ctx context.Context, t *testing.T, e *env) *peerBins {
 // the test's children left unreaped.
 func leftovers(t *testing.T, bins *peerBins) []string {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
+	all, err := procfs.All()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if !alive(pid) {
-			if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
-				i := strings.LastIndexByte(string(b), ')')
-				if f := strings.Fields(string(b[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
-					out = append(out, fmt.Sprintf("%d unreaped", pid))
-				}
+	for _, st := range all {
+		if st.Exited() {
+			if st.PPID == os.Getpid() {
+				out = append(out, fmt.Sprintf("%d unreaped", st.PID))
 			}
 			continue
 		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", st.PID))
 		if err != nil {
 			continue
 		}
 		for _, b := range []string{bins.plain, bins.tableflip, bins.drain, bins.overseer, bins.baton} {
 			if strings.TrimSuffix(exe, " (deleted)") == b {
-				out = append(out, fmt.Sprintf("%d %s", pid, filepath.Base(b)))
+				out = append(out, fmt.Sprintf("%d %s", st.PID, filepath.Base(b)))
 			}
 		}
 	}

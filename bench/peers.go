@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/baton-run/baton/internal/loadgen"
+	"github.com/baton-run/baton/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -228,21 +228,7 @@ func waitServed(ctx context.Context, addr string, timeout time.Duration, accept 
 // alive reports whether pid is a process that has not exited: a zombie
 // counts as gone, since a process that outlived its parent is reaped by
 // whoever adopted it, perhaps late.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 || i+2 >= len(b) {
-		return false
-	}
-	switch b[i+2] {
-	case 'Z', 'X':
-		return false
-	}
-	return true
-}
+func alive(pid int) bool { return procfs.Alive(pid) }
 
 // waitExited waits until pid is gone, up to timeout.
 func waitExited(ctx context.Context, pid int, timeout time.Duration) error {
@@ -413,28 +399,11 @@ func reapGroup(pgid int) {
 
 // groupMembers lists the processes of group pgid, from /proc.
 func groupMembers(pgid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
+	all, _ := procfs.All()
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		// After the name: state, ppid, pgrp.
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 2 && f[2] == strconv.Itoa(pgid) {
-			out = append(out, pid)
+	for _, st := range all {
+		if st.PGRP == pgid {
+			out = append(out, st.PID)
 		}
 	}
 	return out

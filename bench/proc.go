@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/baton-run/baton/internal/procfs"
 )
 
 // proc is a process the harness started, its output in a log file.
@@ -127,26 +129,11 @@ const clockTick = 100
 
 // cpuSeconds returns the user and system CPU time pid has used.
 func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procfs.Read(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name may hold spaces and parentheses: fields are counted
-	// after its closing one. utime and stime are fields 14 and 15.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, errors.New("malformed /proc stat")
-	}
-	return float64(ut+st) / clockTick, nil
+	return float64(st.UTime+st.STime) / clockTick, nil
 }
 
 // rssBytes returns pid's resident set size.
@@ -290,44 +277,19 @@ func processTimes() (busy, total int64) {
 // treeTicks sums the CPU time of root and of every process under it,
 // with the times of the children they reaped.
 func treeTicks(root int) int64 {
-	ents, err := os.ReadDir("/proc")
+	all, err := procfs.All()
 	if err != nil {
 		return 0
 	}
 	parent := map[int]int{}
-	ticks := map[int]int64{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone meanwhile
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 {
-			continue
-		}
-		// After the name: state, ppid, …; utime, stime, cutime, cstime
-		// are fields 14 to 17.
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 15 {
-			continue
-		}
-		parent[pid], _ = strconv.Atoi(f[1])
-		var t int64
-		for _, v := range f[11:15] {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			t += n
-		}
-		ticks[pid] = t
+	for _, st := range all {
+		parent[st.PID] = st.PPID
 	}
 	var sum int64
-	for pid, t := range ticks {
-		for p := pid; p > 1; p = parent[p] {
+	for _, st := range all {
+		for p := st.PID; p > 1; p = parent[p] {
 			if p == root {
-				sum += t
+				sum += st.Ticks()
 				break
 			}
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/baton-run/baton/internal/execshim"
 	"github.com/baton-run/baton/internal/loadgen"
+	"github.com/baton-run/baton/internal/procfs"
 	"github.com/baton-run/baton/internal/proctest"
 	"github.com/baton-run/baton/internal/protocol"
 	"github.com/baton-run/baton/supervisor/config"
@@ -301,7 +302,7 @@ func TestGrandchild_diesWithTheGeneration(t *testing.T) {
 		t.Fatalf("no pid in %q", line)
 	}
 	pid, _ := strconv.Atoi(m[1])
-	if !proctest.Alive(pid) {
+	if !procfs.Alive(pid) {
 		t.Fatalf("grandchild %d is not running", pid)
 	}
 	h.write(fakeProgram("app", "serve", ""))
@@ -309,7 +310,7 @@ func TestGrandchild_diesWithTheGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitEvent("app", "exit", 1)
-	if proctest.Alive(pid) {
+	if procfs.Alive(pid) {
 		t.Fatalf("grandchild %d outlived its generation", pid)
 	}
 	h.stop()

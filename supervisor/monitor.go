@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
+	"github.com/baton-run/baton/internal/procfs"
 	"github.com/baton-run/baton/supervisor/config"
 )
 
@@ -79,19 +79,15 @@ var pageSize = int64(os.Getpagesize())
 // groupRSS returns the resident memory, in bytes, of every process of
 // process group pgid, from /proc.
 func groupRSS(pgid int) (int64, error) {
-	entries, err := os.ReadDir("/proc")
+	all, err := procfs.All()
 	if err != nil {
 		return 0, err
 	}
 	var total int64
 	found := false
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := readProcStat(pid); ok && (st.pgrp == pgid || pid == pgid) {
-			total += st.rss * pageSize
+	for _, st := range all {
+		if st.PGRP == pgid || st.PID == pgid {
+			total += st.RSS * pageSize
 			found = true
 		}
 	}

@@ -4,11 +4,10 @@ import (
 	"errors"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/baton-run/baton/internal/pause"
+	"github.com/baton-run/baton/internal/procfs"
 	"github.com/baton-run/baton/internal/protocol"
 	"golang.org/x/sys/unix"
 )
@@ -151,43 +150,14 @@ func inProcessGroup(pid, leader int) bool {
 		if pid == leader {
 			return true
 		}
-		st, ok := readProcStat(pid)
-		if !ok {
+		st, err := procfs.Read(pid)
+		if err != nil {
 			return false
 		}
-		if st.pgrp == leader {
+		if st.PGRP == leader {
 			return true
 		}
-		pid = st.ppid
+		pid = st.PPID
 	}
 	return false
-}
-
-// procStat is what baton reads of a process in /proc/PID/stat.
-type procStat struct {
-	ppid, pgrp int
-	rss        int64 // resident pages
-}
-
-// readProcStat reads /proc/PID/stat.
-func readProcStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, false
-	}
-	// "pid (comm) state ppid pgrp …"; comm may hold spaces and parens;
-	// rss is the 24th field, the 22nd after comm.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 22 {
-		return procStat{}, false
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	pgrp, err2 := strconv.Atoi(f[2])
-	rss, err3 := strconv.ParseInt(f[21], 10, 64)
-	return procStat{ppid: ppid, pgrp: pgrp, rss: rss}, err1 == nil && err2 == nil && err3 == nil
 }

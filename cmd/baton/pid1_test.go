@@ -1,16 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/baton-run/baton/internal/procfs"
 	"github.com/baton-run/baton/internal/proctest"
 )
 
@@ -43,19 +42,10 @@ func startPID1(t *testing.T, cfg string) (*proctest.Proc, int) {
 // childOf returns the pid of the one child of process parent.
 func childOf(t *testing.T, parent int) int {
 	t.Helper()
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+2:])
-		if ppid, _ := strconv.Atoi(string(f[1])); ppid == parent {
-			return pid
+	all, _ := procfs.All()
+	for _, st := range all {
+		if st.PPID == parent {
+			return st.PID
 		}
 	}
 	t.Fatalf("process %d has no child", parent)

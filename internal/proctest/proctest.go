@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -208,17 +207,6 @@ func WaitGone(pid int, timeout time.Duration) bool {
 			return false
 		}
 	}
-}
-
-// Alive reports whether pid runs (a zombie does not count).
-func Alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
 }
 
 // Get GETs url on a fresh connection (no keep-alive: an idle connection

@@ -20,10 +20,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"strconv"
 	"sync"
 	"syscall"
 
+	"github.com/baton-run/baton/internal/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -138,10 +138,10 @@ func (r *Reaper) Stop() int {
 	for round := 0; round < 100; round++ {
 		var left []int
 		for _, c := range children() {
-			if _, mine := own.pids[c.pid]; !mine {
-				left = append(left, c.pid)
-				if c.state != 'Z' {
-					syscall.Kill(c.pid, syscall.SIGKILL)
+			if _, mine := own.pids[c.PID]; !mine {
+				left = append(left, c.PID)
+				if c.State != 'Z' {
+					syscall.Kill(c.PID, syscall.SIGKILL)
 					n++
 				}
 			}
@@ -166,10 +166,10 @@ func (r *Reaper) reapZombies() {
 		return // no child, or none has exited
 	}
 	for _, c := range children() {
-		if _, mine := own.pids[c.pid]; mine || c.state != 'Z' {
+		if _, mine := own.pids[c.PID]; mine || c.State != 'Z' {
 			continue
 		}
-		r.wait(c.pid, unix.WNOHANG)
+		r.wait(c.PID, unix.WNOHANG)
 	}
 }
 
@@ -188,40 +188,14 @@ func (r *Reaper) wait(pid, options int) {
 	}
 }
 
-type proc struct {
-	pid   int
-	state byte
-}
-
-// children lists this process's children from /proc: the pid and state
-// of each process whose parent is this one.
-func children() []proc {
+// children lists this process's children from /proc, zombies included.
+func children() []procfs.Stat {
 	self := os.Getpid()
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []proc
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// pid (comm) state ppid …; comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+4 >= len(b) {
-			continue
-		}
-		f := bytes.Fields(b[i+2:])
-		if len(f) < 2 {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(string(f[1])); ppid == self {
-			out = append(out, proc{pid: pid, state: f[0][0]})
+	all, _ := procfs.All()
+	var out []procfs.Stat
+	for _, st := range all {
+		if st.PPID == self {
+			out = append(out, st)
 		}
 	}
 	return out

@@ -39,7 +39,7 @@ func makeOrphans(t *testing.T, n int) (pids []int, release *os.File) {
 	}
 	mine := map[int]bool{}
 	for _, c := range children() {
-		mine[c.pid] = true
+		mine[c.PID] = true
 	}
 	for _, pid := range pids {
 		if !mine[pid] {
@@ -123,7 +123,7 @@ func waitZombie(t *testing.T, pid int) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, c := range children() {
-			if c.pid == pid && c.state == 'Z' {
+			if c.PID == pid && c.State == 'Z' {
 				return
 			}
 		}
