@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/baton-run/baton/internal/protocol"
 )
 
 // env is one run of the harness: a work directory and the binaries built
@@ -106,15 +108,7 @@ func freeAddr() (string, error) {
 // protocols baton speaks, in case the harness itself runs under a
 // supervisor.
 func childEnv(extra ...string) []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "LISTEN_") || strings.HasPrefix(k, "BATON_") || k == "NOTIFY_SOCKET" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return append(out, extra...)
+	return append(protocol.Strip(os.Environ()), extra...)
 }
 
 // machine describes where the figures were taken.

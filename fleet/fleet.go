@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/baton-run/baton/internal/loadgen"
+	"github.com/baton-run/baton/internal/protocol"
 )
 
 // params are the sizes and timings of a run.
@@ -109,15 +110,7 @@ func moduleRoot(ctx context.Context) (string, error) {
 // childEnv is the harness's environment without the variables of the
 // protocols baton speaks.
 func childEnv(extra ...string) []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "LISTEN_") || strings.HasPrefix(k, "BATON_") || k == "NOTIFY_SOCKET" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return append(out, extra...)
+	return append(protocol.Strip(os.Environ()), extra...)
 }
 
 // host is one machine of the fleet: a namespace, an address, a directory

@@ -261,13 +261,5 @@ func (s *Supervisor) serveControl(l net.Listener) {
 	if pl, ok := l.(*peerListener); ok {
 		pl.log = s.log
 	}
-	srv := &http.Server{Handler: s.controlHandler(), ReadHeaderTimeout: 10 * time.Second}
-	s.own.started(l, srv)
-	go func() {
-		<-s.loopDone
-		srv.Close()
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		s.log.Error("control socket failed", "error", err)
-	}
+	s.serveHTTP(l, s.controlHandler(), "control socket")
 }

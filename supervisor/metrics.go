@@ -125,13 +125,20 @@ func (s *Supervisor) serveMetrics(l net.Listener) {
 	if s.healthLn == nil {
 		s.healthHandler(mux) // /livez and /readyz beside /metrics
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.serveHTTP(l, mux, "metrics server")
+}
+
+// serveHTTP serves one of baton's own HTTP servers (control, metrics,
+// health) on l until the loop ended; an upgrade holds it meanwhile
+// (s.own).
+func (s *Supervisor) serveHTTP(l net.Listener, h http.Handler, what string) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	s.own.started(l, srv)
 	go func() {
 		<-s.loopDone
 		srv.Close()
 	}()
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		s.log.Error("metrics server failed", "error", err)
+		s.log.Error(what+" failed", "error", err)
 	}
 }

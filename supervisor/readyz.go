@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -151,15 +150,7 @@ func writeHealth(w http.ResponseWriter, code int, body any) {
 func (s *Supervisor) serveHealth(l net.Listener) {
 	mux := http.NewServeMux()
 	s.healthHandler(mux)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	s.own.started(l, srv)
-	go func() {
-		<-s.loopDone
-		srv.Close()
-	}()
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		s.log.Error("health server failed", "error", err)
-	}
+	s.serveHTTP(l, mux, "health server")
 }
 
 // HealthAddr returns the address /livez and /readyz are served on: the
