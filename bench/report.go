@@ -47,15 +47,7 @@ func printLoad(w io.Writer, opt options) {
 // printComparison writes the scenarios as tables, with ratios against
 // direct, then the details and baton against its targets.
 func printComparison(w io.Writer, rs []*scenarioResult) {
-	var busy []string
-	for _, r := range rs {
-		if r.OthersCPU > busyLimit {
-			busy = append(busy, fmt.Sprintf("%s %.0f%%", r.Scenario, r.OthersCPU))
-		}
-	}
-	if len(busy) > 0 {
-		fmt.Fprintf(w, "BUSY MACHINE: other processes took CPU during %s; those figures are not a quiet machine's.\n\n", strings.Join(busy, ", "))
-	}
+	printBusy(w, rs, func(r *scenarioResult) (string, float64) { return r.Scenario, r.OthersCPU })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\trequest\trequests\tfailed\tlost writes\treq/s\t×direct\t")
 	for _, r := range rs {
@@ -257,15 +249,7 @@ func printPeers(w io.Writer, opt options, rs []*peerResult) {
 		fmt.Fprintf(w, "; %d runs, pooled", opt.Runs)
 	}
 	fmt.Fprint(w, "\n\n")
-	var busy []string
-	for _, r := range rs {
-		if r.OthersCPU > busyLimit {
-			busy = append(busy, fmt.Sprintf("%s %.0f%%", r.System, r.OthersCPU))
-		}
-	}
-	if len(busy) > 0 {
-		fmt.Fprintf(w, "BUSY MACHINE: other processes took CPU during %s; those figures are not a quiet machine's.\n\n", strings.Join(busy, ", "))
-	}
+	printBusy(w, rs, func(r *peerResult) (string, float64) { return r.System, r.OthersCPU })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "system\tversion\trestarts\trequests\tfailed\trefused\ttrigger→serving ms p50 / p99\trefused window ms p50 / max\tp99 ms\t×direct\treq/s\t×direct\t")
 	for _, r := range rs {
@@ -316,4 +300,18 @@ func printDevLoop(w io.Writer, rs []*devResult) {
 	tw.Flush()
 	fmt.Fprintln(w, "\n(go-build rows: the build alone; over go build: save→serving less the go build with the same -ldflags;")
 	fmt.Fprintln(w, " built in and ready in: baton dev's own cycle line)")
+}
+
+// printBusy warns when other processes took more than busyLimit of the
+// CPUs during any of rs, which name gives the name and that share of.
+func printBusy[R any](w io.Writer, rs []R, name func(R) (string, float64)) {
+	var busy []string
+	for _, r := range rs {
+		if n, cpu := name(r); cpu > busyLimit {
+			busy = append(busy, fmt.Sprintf("%s %.0f%%", n, cpu))
+		}
+	}
+	if len(busy) > 0 {
+		fmt.Fprintf(w, "BUSY MACHINE: other processes took CPU during %s; those figures are not a quiet machine's.\n\n", strings.Join(busy, ", "))
+	}
 }

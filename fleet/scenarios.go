@@ -232,10 +232,7 @@ func (f *fleet) rollingDeploy(pace time.Duration) (*result, error) {
 		return nil, err
 	}
 	defer s.close()
-	if err := s.batonHosts(3, f.p.shutdownDelay); err != nil {
-		return nil, err
-	}
-	if err := s.startHAProxy(3, "/readyz", 9100, 3); err != nil {
+	if err := s.batonFleet(f.p.shutdownDelay); err != nil {
 		return nil, err
 	}
 	if err := s.startLoadPaced(pace); err != nil {
@@ -277,6 +274,15 @@ func (f *fleet) rollingDeploy(pace time.Duration) (*result, error) {
 	return s.finish(), nil
 }
 
+// batonFleet starts the usual fleet: three baton hosts behind HAProxy,
+// which checks baton's /readyz.
+func (s *scenario) batonFleet(shutdownDelay time.Duration) error {
+	if err := s.batonHosts(3, shutdownDelay); err != nil {
+		return err
+	}
+	return s.startHAProxy(3, "/readyz", 9100, 3)
+}
+
 func (s *scenario) batonHosts(n int, shutdownDelay time.Duration) error {
 	for i := 1; i <= n; i++ {
 		h, err := s.addHost(i)
@@ -304,10 +310,7 @@ func (f *fleet) rollingReplacement(shutdownDelay time.Duration) (*result, error)
 		return nil, err
 	}
 	defer s.close()
-	if err := s.batonHosts(3, shutdownDelay); err != nil {
-		return nil, err
-	}
-	if err := s.startHAProxy(3, "/readyz", 9100, 3); err != nil {
+	if err := s.batonFleet(shutdownDelay); err != nil {
 		return nil, err
 	}
 	if err := s.startLoad(); err != nil {
@@ -417,10 +420,7 @@ func (f *fleet) hostLost(how string) (*result, error) {
 		return nil, err
 	}
 	defer s.close()
-	if err := s.batonHosts(3, f.p.shutdownDelay); err != nil {
-		return nil, err
-	}
-	if err := s.startHAProxy(3, "/readyz", 9100, 3); err != nil {
+	if err := s.batonFleet(f.p.shutdownDelay); err != nil {
 		return nil, err
 	}
 	if err := s.startLoad(); err != nil {
