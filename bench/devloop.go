@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/baton-run/baton/internal/harness"
 )
 
 // The -devloop mode: the same one-line change to the same app, saved
@@ -237,11 +239,11 @@ program "app" {
 		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 			return nil, err
 		}
-		if t.p, err = startProc(e.baton, []string{"dev", "-config", file}, src, childEnv(), log); err != nil {
+		if t.p, err = startProc(e.baton, []string{"dev", "-config", file}, src, harness.ChildEnv(), log); err != nil {
 			return nil, err
 		}
 	case "air":
-		if t.air, err = startAir(ctx, bins, src, "batonapp", childEnv("PEER_ADDR="+t.addr), log); err != nil {
+		if t.air, err = startAir(ctx, bins, src, "batonapp", harness.ChildEnv("PEER_ADDR="+t.addr), log); err != nil {
 			return nil, err
 		}
 	}

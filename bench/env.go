@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/baton-run/baton/internal/protocol"
+	"github.com/baton-run/baton/internal/harness"
 )
 
 // env is one run of the harness: a work directory and the binaries built
@@ -32,7 +32,7 @@ type env struct {
 // setup builds baton and examples/orders from the module that holds the
 // working directory into a fresh work directory.
 func setup(ctx context.Context, progress io.Writer, keep bool) (*env, error) {
-	root, err := moduleRoot(ctx)
+	root, err := harness.ModuleRoot(ctx, "bench")
 	if err != nil {
 		return nil, err
 	}
@@ -78,20 +78,6 @@ func (e *env) logf(format string, args ...any) {
 	fmt.Fprintf(e.progress, "bench: "+format+"\n", args...)
 }
 
-// moduleRoot finds the directory of the main module: the harness runs from
-// the repository root with go run, and from bench/ with go test.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("not inside the baton module: run the harness from the repository (go run ./bench)")
-	}
-	return filepath.Dir(mod), nil
-}
-
 // freeAddr returns a loopback address with a port that was free a moment
 // ago. The naive restart needs a fixed address, since its new process binds
 // again; the other scenarios use one too, to compare like with like.
@@ -102,13 +88,6 @@ func freeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-// childEnv is the harness's environment without the variables of the
-// protocols baton speaks, in case the harness itself runs under a
-// supervisor.
-func childEnv(extra ...string) []string {
-	return append(protocol.Strip(os.Environ()), extra...)
 }
 
 // machine describes where the figures were taken.
@@ -128,7 +107,7 @@ type machine struct {
 
 func thisMachine() machine {
 	m := machine{Busy: busyPercent(time.Second), Date: time.Now().Format("2006-01-02 15:04 MST"), CPUs: runtime.NumCPU(),
-		GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadAvg: loadAvg(), CPUModel: cpuModel()}
+		GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadAvg: harness.LoadAvg(), CPUModel: cpuModel()}
 	if kb := meminfo("MemTotal"); kb > 0 {
 		m.MemoryGiB = float64(kb) / (1 << 20)
 	}
@@ -147,20 +126,6 @@ func cpuModel() string {
 		}
 	}
 	return ""
-}
-
-// loadAvg returns the 1, 5 and 15 minute load averages: a machine busy
-// with something else shows here.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func meminfo(key string) int64 {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/baton-run/baton/internal/harness"
 )
 
 // errNoNginx: nginx is not installed (Debian: apt-get install nginx).
@@ -93,7 +95,7 @@ func startNginx(ctx context.Context, dir, upstream string) (*nginxProxy, error) 
 	}
 	// -e: the error log before the config is read, which would
 	// otherwise be Debian's /var/log/nginx/error.log.
-	p, err := startProc(bin, []string{"-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}, dir, childEnv(), filepath.Join(dir, "nginx.out"))
+	p, err := startProc(bin, []string{"-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log")}, dir, harness.ChildEnv(), filepath.Join(dir, "nginx.out"))
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/internal/harness"
 	"github.com/baton-run/baton/internal/loadgen"
 	"github.com/baton-run/baton/internal/procfs"
 	"golang.org/x/sys/unix"
@@ -262,7 +263,7 @@ type peerTarget interface {
 
 // startPeer starts sys on addr in dir, and returns once it serves.
 func startPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, dir, addr string) (peerTarget, error) {
-	env := childEnv("PEER_ADDR=" + addr)
+	env := harness.ChildEnv("PEER_ADDR=" + addr)
 	log := filepath.Join(dir, sys.name+".log")
 	switch sys.name {
 	case "direct":

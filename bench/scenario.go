@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-run/baton/internal/harness"
 	"github.com/baton-run/baton/internal/loadgen"
 )
 
@@ -452,7 +453,7 @@ func (l *liveTarget) finish(ctx context.Context) error {
 		}
 		l.run.acked, l.run.lost = len(l.acked), len(missing)
 	}
-	l.run.loadAvg = loadAvg()
+	l.run.loadAvg = harness.LoadAvg()
 	return nil
 }
 

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/baton-run/baton/internal/harness"
 )
 
 // How long the harness waits for a process to start serving, and for one
@@ -79,7 +81,7 @@ func (o *ordersTarget) addr() string { return o.address }
 // answers.
 func (o *ordersTarget) launch(ctx context.Context) (*proc, error) {
 	o.n++
-	p, err := startProc(o.e.orders, nil, o.dir, childEnv(append([]string{"ORDERS_ADDR=" + o.address, "ORDERS_DB=" + o.db}, o.env...)...),
+	p, err := startProc(o.e.orders, nil, o.dir, harness.ChildEnv(append([]string{"ORDERS_ADDR=" + o.address, "ORDERS_DB=" + o.db}, o.env...)...),
 		filepath.Join(o.dir, fmt.Sprintf("orders.%d.log", o.n)))
 	if err != nil {
 		return nil, err
@@ -226,7 +228,7 @@ func startBatonConfig(ctx context.Context, e *env, dir, config, metricsAddr stri
 	if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startProc(e.baton, []string{"run", "-config", file}, dir, childEnv(), filepath.Join(dir, "baton.log"))
+	p, err := startProc(e.baton, []string{"run", "-config", file}, dir, harness.ChildEnv(), filepath.Join(dir, "baton.log"))
 	if err != nil {
 		return nil, err
 	}

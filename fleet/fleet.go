@@ -7,12 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/baton-run/baton/internal/harness"
 	"github.com/baton-run/baton/internal/loadgen"
-	"github.com/baton-run/baton/internal/protocol"
 )
 
 // params are the sizes and timings of a run.
@@ -57,7 +56,7 @@ func newFleet(ctx context.Context, p params, log io.Writer) (*fleet, error) {
 	if _, err := exec.LookPath("haproxy"); err != nil {
 		return nil, fmt.Errorf("haproxy is not installed (apt-get install haproxy)")
 	}
-	root, err := moduleRoot(ctx)
+	root, err := harness.ModuleRoot(ctx, "fleet")
 	if err != nil {
 		return nil, err
 	}
@@ -93,24 +92,6 @@ func (f *fleet) close(keep bool) {
 
 func (f *fleet) logf(format string, args ...any) {
 	fmt.Fprintf(f.log, "fleet: "+format+"\n", args...)
-}
-
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", fmt.Errorf("not inside the baton module: run the harness from the repository (go run ./fleet)")
-	}
-	return filepath.Dir(mod), nil
-}
-
-// childEnv is the harness's environment without the variables of the
-// protocols baton speaks.
-func childEnv(extra ...string) []string {
-	return append(protocol.Strip(os.Environ()), extra...)
 }
 
 // host is one machine of the fleet: a namespace, an address, a directory
@@ -158,7 +139,7 @@ func (f *fleet) startBaton(h *host, shutdownDelay time.Duration) error {
 		return err
 	}
 	h.starts++
-	p, err := startIn(h.ns, h.name+" baton", []string{f.baton, "run", "-config", cfg}, h.dir, childEnv(),
+	p, err := startIn(h.ns, h.name+" baton", []string{f.baton, "run", "-config", cfg}, h.dir, harness.ChildEnv(),
 		filepath.Join(h.dir, fmt.Sprintf("baton-%d.log", h.starts)))
 	if err != nil {
 		return err
@@ -173,7 +154,7 @@ func (f *fleet) startBaton(h *host, shutdownDelay time.Duration) error {
 func (f *fleet) startOrders(h *host, lameDuck time.Duration) error {
 	h.starts++
 	p, err := startIn(h.ns, h.name+" orders", []string{filepath.Join(h.dir, "bin", "orders")}, h.dir,
-		childEnv("ORDERS_ADDR="+h.addr+":8080", "ORDERS_DB="+h.db(), "BATON_LAME_DUCK="+lameDuck.String()),
+		harness.ChildEnv("ORDERS_ADDR="+h.addr+":8080", "ORDERS_DB="+h.db(), "BATON_LAME_DUCK="+lameDuck.String()),
 		filepath.Join(h.dir, fmt.Sprintf("orders-%d.log", h.starts)))
 	if err != nil {
 		return err

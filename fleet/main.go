@@ -32,6 +32,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/baton-run/baton/internal/harness"
 )
 
 func main() {
@@ -83,7 +85,7 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // report prints the results side by side, with the machine and the date.
 func report(w io.Writer, rs []*result) {
 	fmt.Fprintf(w, "\n%s, %d CPUs, load %s; HAProxy inter 500ms fall 2 rise 2, retries 0, no redispatch\n\n",
-		time.Now().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), loadAvg())
+		time.Now().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), harness.LoadAvg())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tvariant\trequests\tfailed\tlost\tDOWN\tretries\ttime to DOWN\texits\ttook\ttarget")
 	for _, r := range rs {
@@ -108,16 +110,4 @@ func report(w io.Writer, rs []*result) {
 			fmt.Fprintf(w, "  %s\n", n)
 		}
 	}
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

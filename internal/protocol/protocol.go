@@ -171,20 +171,3 @@ func ValidName(s string) bool {
 	}
 	return true
 }
-
-// Strip returns env without the variables of the protocols baton speaks
-// (LISTEN_*, NOTIFY_SOCKET, BATON_*): the environment of a process that
-// must not take sockets or notifications meant for its parent, such as
-// the benchmark's and the fleet's servers when the harness itself runs
-// under a supervisor.
-func Strip(env []string) []string {
-	var out []string
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "LISTEN_") || strings.HasPrefix(k, "BATON_") || k == EnvNotifySocket {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
