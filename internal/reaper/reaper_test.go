@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/baton-run/baton/internal/procfs"
+	"golang.org/x/sys/unix"
 )
 
 // makeOrphans starts a shell, as an own child, that leaves n background
@@ -117,17 +120,21 @@ func TestReaper_orphansReapedOwnChildrenNot(t *testing.T) {
 }
 
 // waitZombie waits until pid, a child of this process, has exited and is
-// a zombie that nobody waited for.
+// a zombie that nobody waited for: waitid with WNOWAIT returns at its
+// exit and leaves it a zombie (ECHILD if something reaped it already).
 func waitZombie(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, c := range children() {
-			if c.PID == pid && c.State == 'Z' {
-				return
-			}
+	for {
+		err := unix.Waitid(unix.P_PID, pid, nil, unix.WEXITED|unix.WNOWAIT, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
 		}
-		time.Sleep(time.Millisecond) // polling the process table: there is nothing to wait on
+		if err != nil {
+			t.Fatalf("child %d: %v", pid, err)
+		}
+		if st, err := procfs.Read(pid); err != nil || st.State != 'Z' {
+			t.Fatalf("child %d after its exit: %+v, %v", pid, st, err)
+		}
+		return
 	}
-	t.Fatalf("child %d did not become a zombie", pid)
 }
