@@ -31,7 +31,7 @@ func healthCase(t *testing.T, fake, env, extra string) *harness {
 	} else if res.FailedTotal() != 0 {
 		t.Fatalf("%d of %d requests failed during the replacement: %v %v", res.FailedTotal(), res.Requests, res.Failed, res.Examples)
 	}
-	t.Logf("%d requests, 0 failed", res.Requests)
+	t.Logf("%d requests, %d failed", res.Requests, res.FailedTotal())
 	return h
 }
 
