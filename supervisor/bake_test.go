@@ -44,14 +44,15 @@ func TestBake_verdicts(t *testing.T) {
 		{"crash", `FAKE_CRASH_AFTER = "300ms"`, false, "exited during the bake"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, bakeProgram(bake, `VERSION = "1"`))
+			const metrics = "metrics { address = \"127.0.0.1:0\" }\n"
+			h := newHarness(t, metrics+bakeProgram(bake, `VERSION = "1"`))
 			h.waitEvent("app", "ready", 1)
 			old := h.status("app").PID
 			// New connections reach both generations: clients that keep
 			// theirs forever would only ever see the old one.
 			load := loadgen.Start(context.Background(), loadgen.Config{Addr: h.sup.Addr("app", "http"), Clients: 8, Get: true, Path: "/", PerConnection: 5})
 			load.WaitAcked(200, waitLong)
-			h.write(bakeProgram(bake, tc.env))
+			h.write(metrics + bakeProgram(bake, tc.env))
 			reloaded := make(chan error, 1)
 			go func() {
 				_, err := h.sup.Reload(context.Background(), ReloadRequest{Reason: "deploy", Force: true})
@@ -97,6 +98,14 @@ func TestBake_verdicts(t *testing.T) {
 			}
 			if failed != 0 {
 				t.Fatalf("%d of %d requests failed: %v %v", failed, res.Requests, res.Failed, res.Examples)
+			}
+			// The verdict is in the metrics too.
+			reverts := 1
+			if tc.pass {
+				reverts = 0
+			}
+			if m := proctest.Get(t, "http://"+h.sup.metricsLn.Addr().String()+"/metrics"); !strings.Contains(m, fmt.Sprintf(`baton_program_reverts_total{program="app"} %d`, reverts)) {
+				t.Fatalf("metrics: want %d reverts:\n%s", reverts, m)
 			}
 			t.Logf("%s: %d requests, failures %v; %s", tc.name, res.Requests, res.Failed, st.Bake.Reason)
 			h.stop()
