@@ -142,6 +142,12 @@ func TestStats_roundTripAndQuantile(t *testing.T) {
 	if q := m.Stats.Quantile(0.5); q != 500*time.Microsecond {
 		t.Fatalf("p50: want 500µs, have %v", q)
 	}
+	// The 20 requests of the 40ms bucket may have taken up to 50ms.
+	for d, want := range map[time.Duration]uint64{10 * time.Millisecond: 20, 40 * time.Millisecond: 20, 50 * time.Millisecond: 0, 100 * time.Microsecond: 1000} {
+		if n := m.Stats.Above(d); n != want {
+			t.Errorf("Above(%v): want %d, have %d", d, want, n)
+		}
+	}
 	later := *m.Stats
 	later.Buckets = append([]uint64(nil), later.Buckets...)
 	later.Buckets[Bucket(5*time.Second)] += 10

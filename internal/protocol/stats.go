@@ -107,6 +107,18 @@ func (s Stats) Sub(earlier Stats) Stats {
 	return d
 }
 
+// Above returns how many requests may have taken longer than d: those in
+// the buckets whose upper bound is above d.
+func (s Stats) Above(d time.Duration) uint64 {
+	var n uint64
+	for i, c := range s.Buckets {
+		if i >= len(StatsBuckets) || StatsBuckets[i] > d {
+			n += c
+		}
+	}
+	return n
+}
+
 // Quantile returns the upper bound of the bucket in which the q-th
 // quantile (0 < q ≤ 1) of the latencies falls: a bound, never an
 // underestimate. It returns 0 without requests, and for the last bucket
