@@ -384,6 +384,9 @@ func (s *Supervisor) run(ctx context.Context, sp *spawner) error {
 	s.runCtx = runCtx
 	s.watcher = watch.New(s.log, s.file.Watch.Poll)
 	s.background(s.reader)
+	if every := s.systemd.watchdogEvery(); every > 0 {
+		s.background(s.pingSystemd(every))
+	}
 	if s.controlLn != nil {
 		s.serveOwn(s.controlLn, s.serveControl)
 	}

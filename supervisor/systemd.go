@@ -1,12 +1,15 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/baton-run/baton/internal/protocol"
 	"golang.org/x/sys/unix"
@@ -17,14 +20,18 @@ import (
 // become ready or failed its first start (with STATUS= naming those that
 // failed), RELOADING=1 and READY=1 around a reload, and STOPPING=1;
 // started with socket activation, it passes the sockets it was given to
-// its programs by name instead of opening its own.
+// its programs by name instead of opening its own. With WatchdogSec= it
+// sends WATCHDOG=1 at half that interval, each one after every program's
+// goroutine answered (watchdogPings), so that a supervisor whose loops
+// hang is restarted by systemd rather than pinging on.
 //
 // READY=1 does not wait for every program to serve: one program that
 // cannot start would otherwise get baton, and every healthy program with
 // it, killed at TimeoutStartSec, again and again under Restart=. A program
 // that failed is restarted by its own policy, and STATUS= says so.
 type systemd struct {
-	notify string // NOTIFY_SOCKET, "" when baton was not started by systemd
+	notify   string        // NOTIFY_SOCKET, "" when baton was not started by systemd
+	watchdog time.Duration // WATCHDOG_USEC for baton, 0 without a watchdog
 
 	mu       sync.Mutex
 	programs []string          // the programs of the config, to wait for
@@ -36,7 +43,7 @@ type systemd struct {
 // takeSystemd reads baton's own systemd environment and removes it, so that
 // its programs get theirs from baton only.
 func takeSystemd(pool *socketPool) (*systemd, error) {
-	sd := &systemd{notify: os.Getenv(protocol.EnvNotifySocket), ready: map[string]int{}, failed: map[string]string{}}
+	sd := &systemd{notify: os.Getenv(protocol.EnvNotifySocket), watchdog: watchdogFromEnv(), ready: map[string]int{}, failed: map[string]string{}}
 	os.Unsetenv(protocol.EnvNotifySocket)
 	in, err := protocol.InheritFromEnv()
 	if err != nil {
@@ -49,6 +56,84 @@ func takeSystemd(pool *socketPool) (*systemd, error) {
 		pool.inherited[name] = f
 	}
 	return sd, nil
+}
+
+// watchdogFromEnv reads systemd's watchdog for this process, as
+// sd_watchdog_enabled(3) does: WATCHDOG_USEC, when WATCHDOG_PID is unset
+// or names this process. It removes both: the programs get a watchdog
+// from their own liveness block only.
+func watchdogFromEnv() time.Duration {
+	usec, pid := os.Getenv(protocol.EnvWatchdogUsec), os.Getenv(protocol.EnvWatchdogPID)
+	os.Unsetenv(protocol.EnvWatchdogUsec)
+	os.Unsetenv(protocol.EnvWatchdogPID)
+	n, err := strconv.ParseInt(usec, 10, 64)
+	if err != nil || n <= 0 || (pid != "" && pid != strconv.Itoa(os.Getpid())) {
+		return 0
+	}
+	return time.Duration(n) * time.Microsecond
+}
+
+// watchdogPings sends a ping every interval, each once check returned
+// after the last ping: check is a round trip through the goroutines that
+// must not hang. While a check does not return, no ping goes out, and
+// late is called at each interval that passed without one. It returns
+// when ctx is done and no check is under way.
+func watchdogPings(ctx context.Context, every time.Duration, check, ping func(), late func(waited time.Duration)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	answered := make(chan struct{}, 1)
+	var since time.Time // a check is under way since then
+	for {
+		select {
+		case <-ctx.Done():
+			if !since.IsZero() {
+				<-answered
+			}
+			return
+		case now := <-t.C:
+			if !since.IsZero() {
+				late(now.Sub(since))
+				continue
+			}
+			since = now
+			go func() {
+				check()
+				answered <- struct{}{}
+			}()
+		case <-answered:
+			since = time.Time{}
+			ping()
+		}
+	}
+}
+
+// watchdogEvery is how often baton pings systemd's watchdog: half its
+// interval, 0 without one.
+func (sd *systemd) watchdogEvery() time.Duration {
+	if sd == nil || sd.notify == "" {
+		return 0
+	}
+	return sd.watchdog / 2
+}
+
+// pingSystemd returns the goroutine that pings systemd's watchdog every
+// interval while the supervisor's loop and every program's answer a
+// status request in time.
+func (s *Supervisor) pingSystemd(every time.Duration) func() {
+	return func() {
+		warned := false
+		watchdogPings(s.runCtx, every, func() { s.Status() },
+			func() {
+				warned = false
+				s.systemd.send("WATCHDOG=1")
+			},
+			func(waited time.Duration) {
+				if !warned {
+					warned = true
+					s.log.Warn("a status request is not answered: no WATCHDOG=1 to systemd until it is", "waited", waited.Round(time.Millisecond).String(), "watchdog", s.systemd.watchdog.String())
+				}
+			})
+	}
 }
 
 func (sd *systemd) send(state string) {

@@ -504,7 +504,7 @@ func (t *socketPool) snapshot(pass *fdPass) ([]socketState, map[string]int, erro
 func (sd *systemd) snapshot() systemdState {
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	return systemdState{Notify: sd.notify, Ready: sd.ready, Failed: sd.failed, Sent: sd.sent}
+	return systemdState{Notify: sd.notify, Watchdog: sd.watchdog, Ready: sd.ready, Failed: sd.failed, Sent: sd.sent}
 }
 
 // checkBinary runs the binary on disk: `version -json` must name a state
@@ -578,7 +578,7 @@ func resume(cfg Config) (*Supervisor, error) {
 	s := newSupervisor(cfg, file)
 	s.resumed = cfg.Resume
 	s.runDir, s.notifySeq = r.RunDir, r.NotifySeq
-	s.systemd = &systemd{notify: r.Systemd.Notify, ready: r.Systemd.Ready, failed: r.Systemd.Failed, sent: r.Systemd.Sent}
+	s.systemd = &systemd{notify: r.Systemd.Notify, watchdog: r.Systemd.Watchdog, ready: r.Systemd.Ready, failed: r.Systemd.Failed, sent: r.Systemd.Sent}
 	if s.systemd.ready == nil {
 		s.systemd.ready = map[string]int{}
 	}

@@ -61,10 +61,11 @@ type upgradeState struct {
 }
 
 type systemdState struct {
-	Notify string            `json:"notify,omitempty"`
-	Ready  map[string]int    `json:"ready,omitempty"`
-	Failed map[string]string `json:"failed,omitempty"`
-	Sent   bool              `json:"sent"`
+	Notify   string            `json:"notify,omitempty"`
+	Watchdog time.Duration     `json:"watchdog,omitempty"` // WATCHDOG_USEC, read before the first image unset it
+	Ready    map[string]int    `json:"ready,omitempty"`
+	Failed   map[string]string `json:"failed,omitempty"`
+	Sent     bool              `json:"sent"`
 }
 
 type socketState struct {

@@ -21,7 +21,7 @@ import (
 // it gives its programs the socket it was given, by name, instead of
 // binding the configured address; with NOTIFY_SOCKET it says READY=1 once
 // its programs are ready, RELOADING=1 then READY=1 around a SIGHUP reload,
-// and STOPPING=1.
+// and STOPPING=1; with WATCHDOG_USEC it pings the watchdog.
 func TestSystemd_socketActivationAndNotify(t *testing.T) {
 	tool := proctest.RequireTool(t, "systemd-socket-activate")
 	dir := t.TempDir()
@@ -58,7 +58,7 @@ func TestSystemd_socketActivationAndNotify(t *testing.T) {
 
 	sock := filepath.Join(dir, "http.sock")
 	argv, sel := proctest.SelfArgv("baton")
-	args := []string{"-l", sock, "--fdname=http", "-E", sel, "-E", "NOTIFY_SOCKET=" + notify, "-E", "PATH=" + os.Getenv("PATH")}
+	args := []string{"-l", sock, "--fdname=http", "-E", sel, "-E", "NOTIFY_SOCKET=" + notify, "-E", "WATCHDOG_USEC=200000", "-E", "PATH=" + os.Getenv("PATH")}
 	args = append(args, argv...)
 	args = append(args, "run", "-config", cfg)
 	p := proctest.Start(t, exec.Command(tool, args...))
@@ -78,6 +78,7 @@ func TestSystemd_socketActivationAndNotify(t *testing.T) {
 	if !strings.Contains(string(b), "200 OK") {
 		t.Fatalf("the first request: %q", b)
 	}
+	next("WATCHDOG=1")
 
 	p.Signal(syscall.SIGHUP)
 	if m := next("RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
@@ -86,6 +87,7 @@ func TestSystemd_socketActivationAndNotify(t *testing.T) {
 	if m := next("READY=1"); !strings.Contains(m, "app gen 2") {
 		t.Fatalf("READY after the reload: %q", m)
 	}
+	next("WATCHDOG=1")
 	p.Signal(syscall.SIGTERM)
 	next("STOPPING=1")
 	if code, _ := exitStatus(p.Wait(waitLong)); code != 0 {

@@ -204,7 +204,9 @@ func startUpgradeRigWith(t *testing.T, config, wait string) *upgradeRig {
 	r.notify = listenNotifySocket(t, r.dir)
 	for attempt := 1; ; attempt++ {
 		cmd := exec.Command(r.bin, "run", "-config", r.cfg)
-		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+r.notify.path)
+		// A watchdog of 1 s: a ping every 500 ms, which the notify
+		// socket's queue holds for minutes.
+		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+r.notify.path, "WATCHDOG_USEC=1000000")
 		r.baton = proctest.Start(t, cmd)
 		if r.metrics == "" || attempt == 5 {
 			break
@@ -315,7 +317,7 @@ func counters(st control.ProgramStatus) string {
 // binary and back, under 32 keep-alive clients POSTing orders. Not one
 // request fails and not one acknowledged order is missing; baton keeps
 // its pid (systemd's MAINPID: RELOADING=1 then READY=1 from that pid
-// each time), the program's generation keeps its pid, and status goes on
+// each time, and the watchdog's pings after it), the program's generation keeps its pid, and status goes on
 // where it was: same generation, start time and counters, and the
 // handover made between two upgrades is counted once. The output ring
 // (baton logs) and the generation adopted in the middle go on too: the
@@ -350,6 +352,11 @@ func TestUpgrade_tenUnderLoad(t *testing.T) {
 		}
 		if _, pid := r.notify.next("READY=1"); pid != r.pid() {
 			t.Fatalf("upgrade %d: READY=1 from pid %d, want baton's %d", i, pid, r.pid())
+		}
+		// The new image pings systemd's watchdog, which the first
+		// image's environment gave.
+		if _, pid := r.notify.next("WATCHDOG=1"); pid != r.pid() {
+			t.Fatalf("upgrade %d: WATCHDOG=1 from pid %d, want baton's %d", i, pid, r.pid())
 		}
 		after := r.status()
 		if counters(after) != counters(before) {
