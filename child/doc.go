@@ -72,6 +72,16 @@
 // next generation, and baton's shutdown_delay fails /readyz for the
 // whole host before it stops its programs.
 //
+// # A bake beside this process
+//
+// When baton bakes a new generation beside this one, it says so on the
+// handoff socket, and the next response on each HTTP/1 connection this
+// process had then carries "Connection: close", once: clients that keep
+// their connections forever (a proxy's upstream pool) reconnect, and the
+// kernel gives some of them to the new generation, which is judged on
+// them. Connections made afterwards are not asked again; HTTP/2 ones
+// stay.
+//
 // The defaults add up to 26 s, below baton's default stop timeout of 30 s.
 // Under baton, BATON_STOP_TIMEOUT scales the defaults down when the
 // program's stop timeout is shorter.

@@ -32,6 +32,10 @@ type handoffState struct {
 	idleTimeout time.Duration
 
 	moving atomic.Bool // the drain was told HANDOVER
+	// sharedAt is when baton last said that a new generation bakes
+	// beside this one (UnixNano; 0: never): a connection that came
+	// before asks its client to reconnect at its next response.
+	sharedAt atomic.Int64
 
 	mu    sync.Mutex
 	conns map[*movableConn]struct{}
@@ -75,7 +79,7 @@ func (h *handoffState) wrap(c net.Conn, movedIn, pinned bool) net.Conn {
 	if err != nil {
 		return c
 	}
-	mc := &movableConn{Conn: c, raw: raw, h: h, idle: true, movedIn: movedIn, pinned: pinned}
+	mc := &movableConn{Conn: c, raw: raw, h: h, idle: true, movedIn: movedIn, pinned: pinned, born: time.Now().UnixNano()}
 	if movedIn {
 		// Until its first byte, the idle timeout: none, or the server's.
 		if h.idleTimeout > 0 {
@@ -119,6 +123,38 @@ func (s *Server) closesAfter(r *http.Request) bool {
 	}
 	c, ok := r.Context().Value(connKey{}).(*movableConn)
 	return !ok || c.isPinned()
+}
+
+// shares reports whether the response to r asks its client to reconnect
+// because a new generation bakes beside this one: once per HTTP/1
+// connection that this process had before baton said so. The client's
+// next connection is the kernel's to give to either generation, which is
+// how keep-alive pools (a proxy's upstream connections) reach the one
+// baking. HTTP/2 connections stay.
+func (s *Server) shares(r *http.Request) bool {
+	h := s.hand
+	if h == nil || r.ProtoMajor != 1 {
+		return false
+	}
+	at := h.sharedAt.Load()
+	if at == 0 {
+		return false
+	}
+	c, ok := r.Context().Value(connKey{}).(*movableConn)
+	return ok && c.born < at
+}
+
+// watchShares notes each SHARE from baton until stop is closed.
+func (s *Server) watchShares(stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-s.hand.port.Shared():
+			s.hand.sharedAt.Store(time.Now().UnixNano())
+			s.log.Info("a new generation bakes beside this one: each keep-alive client is asked to reconnect once, so that both get connections")
+		}
+	}
 }
 
 func (c *movableConn) isPinned() bool {
@@ -226,6 +262,7 @@ type movableConn struct {
 	stopping bool       // asked to move: its idle read is being stopped
 	move     bool       // stopped with nothing read: Close passes it on
 	pinned   bool       // never moves: it came back, or was hijacked
+	born     int64      // when this process got it (UnixNano)
 	closed   bool
 	// movedIn: passed in from the previous generation, no byte read
 	// yet. The server's header timeout starts at the first byte, as it

@@ -302,6 +302,11 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 		defer close(stop)
 		go s.stats.report(stop)
 	}
+	if s.hand != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go s.watchShares(stop)
+	}
 	if env.watchdog > 0 {
 		stop := make(chan struct{})
 		defer close(stop)

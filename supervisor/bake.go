@@ -84,6 +84,10 @@ func (p *program) startBake(g *generation, req *request, cfg *config.BakeConfig)
 	}
 	p.log.Info("baking: the new generation serves beside the old one until its verdict",
 		"gen", g.n, "pid", g.pid, "old_gen", p.current.n, "for", cfg.Duration)
+	// A keep-alive connection stays with the process that accepted it:
+	// the old one asks each of its clients to reconnect once, and the
+	// kernel spreads their next connections over both.
+	p.current.handoff.Share()
 }
 
 // onBakeTick evaluates the bake under way; at its end it passes.

@@ -93,9 +93,10 @@ type Port struct {
 	name string
 	addr net.Addr
 
-	acked chan struct{} // closed when HELLO was acknowledged
-	gone  chan struct{} // closed when baton's end is gone
-	reply chan bool     // the answer to DRAIN: true for HANDOVER
+	acked  chan struct{} // closed when HELLO was acknowledged
+	shared chan struct{} // receives when baton says SHARE
+	gone   chan struct{} // closed when baton's end is gone
+	reply  chan bool     // the answer to DRAIN: true for HANDOVER
 
 	mu      sync.Mutex
 	queue   []Arrival
@@ -119,7 +120,7 @@ type Arrival struct {
 // WaitAck waits for baton's acknowledgement, after which baton may pass
 // connections to it. Close it when the server stops.
 func (e *Endpoint) Open(listener string, addr net.Addr) (*Port, error) {
-	p := &Port{e: e, name: listener, addr: addr, acked: make(chan struct{}), gone: make(chan struct{}), reply: make(chan bool, 1), ready: make(chan struct{})}
+	p := &Port{e: e, name: listener, addr: addr, acked: make(chan struct{}), shared: make(chan struct{}, 1), gone: make(chan struct{}), reply: make(chan bool, 1), ready: make(chan struct{})}
 	e.mu.Lock()
 	for e.reading && e.stopping {
 		stopped := e.stopped
@@ -227,6 +228,11 @@ func (e *Endpoint) read(stopped chan struct{}) {
 			p.answer(m.Kind == Handover)
 		case Conn:
 			p.arrive(m.FD)
+		case Share:
+			select {
+			case p.shared <- struct{}{}:
+			default: // one is pending already
+			}
 		default:
 			if m.FD >= 0 {
 				syscall.Close(m.FD)
@@ -314,6 +320,11 @@ func (p *Port) Next() (Arrival, error) {
 		<-ready
 	}
 }
+
+// Shared receives each time baton says that a new generation bakes
+// beside this process (SHARE): the server should ask each of its
+// keep-alive clients to reconnect once.
+func (p *Port) Shared() <-chan struct{} { return p.shared }
 
 // Addr is the address of the listener the port belongs to.
 func (p *Port) Addr() net.Addr { return p.addr }

@@ -141,6 +141,25 @@ func TestRouter_movesToTheServingGeneration(t *testing.T) {
 	}
 }
 
+// Share reaches the port of every listener the generation said HELLO
+// for; a nil peer (a generation without a handoff socket) shares
+// nothing.
+func TestPeer_share(t *testing.T) {
+	r := NewRouter(hclog.NewNullLogger())
+	g := attach(t, r, 1)
+	http, admin := port(t, g, "http"), port(t, g, "admin")
+	var none *Peer
+	none.Share()
+	g.peer.Share()
+	for _, p := range []*Port{http, admin} {
+		select {
+		case <-p.Shared():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("port %s: no SHARE", p.name)
+		}
+	}
+}
+
 // KEEP when nothing else serves the listener: a final stop, a serving
 // generation that did not say HELLO for it, or the asker serving itself.
 func TestRouter_keepWithoutSuccessor(t *testing.T) {
@@ -292,6 +311,8 @@ func TestParse(t *testing.T) {
 		{"HELLO 1 http", -1, Message{Kind: Hello, Listener: "http", FD: -1}, false},
 		{"HELLO 2 http", -1, Message{}, true},
 		{"DRAIN http", -1, Message{Kind: Drain, Listener: "http", FD: -1}, false},
+		{"SHARE http", -1, Message{Kind: Share, Listener: "http", FD: -1}, false},
+		{"SHARE http", 7, Message{}, true},
 		{"CONN http", 7, Message{Kind: Conn, Listener: "http", FD: 7}, false},
 		{"CONN http", -1, Message{}, true},
 		{"DRAIN http", 7, Message{}, true},

@@ -158,6 +158,28 @@ func (p *Peer) drain(listener string) {
 	p.sendLocked(Message{Kind: kind, Listener: listener, FD: -1})
 }
 
+// Share tells the generation that a new one bakes beside it (SHARE, for
+// every listener it took): it asks each of its keep-alive clients to
+// reconnect once, so that the kernel spreads their next connections over
+// both. It sends from a goroutine of its own: the program's goroutine
+// never waits on a generation's socket. Nil-safe.
+func (p *Peer) Share() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	names := make([]string, 0, len(p.takes))
+	for name := range p.takes {
+		names = append(names, name)
+	}
+	p.mu.Unlock()
+	go func() {
+		for _, name := range names {
+			p.send(Message{Kind: Share, Listener: name, FD: -1})
+		}
+	}()
+}
+
 func (p *Peer) accepts(listener string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()

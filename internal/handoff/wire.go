@@ -14,6 +14,8 @@
 //	child → baton  DRAIN <listener>    this process drains <listener>: may its idle connections move?
 //	baton → child  HANDOVER <listener> yes: the serving generation takes them
 //	baton → child  KEEP <listener>     no (a final stop, or no successor takes them): drain them as before
+//	baton → child  SHARE <listener>    a new generation bakes beside this one: ask each keep-alive
+//	                                   client of <listener> to reconnect once, so that both get some
 //	either way     CONN <listener>     with one descriptor: a connection of <listener>
 //
 // Exactly one process owns a connection at any moment: the sender
@@ -51,6 +53,7 @@ const (
 	Handover = "HANDOVER"
 	Keep     = "KEEP"
 	Conn     = "CONN"
+	Share    = "SHARE"
 )
 
 // MaxMessage bounds a message: a kind, a version and a listener name of
@@ -82,7 +85,7 @@ func Parse(b []byte, fd int) (Message, error) {
 	switch {
 	case len(f) == 3 && f[0] == Hello && f[1] == Version:
 		m.Kind, m.Listener = Hello, f[2]
-	case len(f) == 2 && (f[0] == Ack || f[0] == Drain || f[0] == Handover || f[0] == Keep || f[0] == Conn):
+	case len(f) == 2 && (f[0] == Ack || f[0] == Drain || f[0] == Handover || f[0] == Keep || f[0] == Conn || f[0] == Share):
 		m.Kind, m.Listener = f[0], f[1]
 	default:
 		return m, fmt.Errorf("%w: %.64q", ErrBadMessage, b)

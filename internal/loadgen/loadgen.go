@@ -71,6 +71,7 @@ type Sample struct {
 type Result struct {
 	Requests int64            // sent, whatever their outcome
 	OK       int64            // 2xx responses
+	Dials    int64            // connections opened
 	Failed   map[string]int64 // by kind: connect, write, read, timeout, status_NNN
 	// Acked holds the ids the server answered 202 for (POST only).
 	Acked    []string
@@ -225,6 +226,7 @@ func (l *Load) Stop() *Result {
 	for _, c := range l.clients {
 		r.Requests += c.requests
 		r.OK += c.ok
+		r.Dials += c.dials
 		r.Acked = append(r.Acked, c.acked...)
 		r.Samples = append(r.Samples, c.samples...)
 		for k, v := range c.failed {
@@ -247,6 +249,7 @@ type client struct {
 	seq      int
 	requests int64
 	ok       int64
+	dials    int64
 	acked    []string
 	failed   map[string]int64
 	examples map[string]string
@@ -332,6 +335,7 @@ func (c *client) do(req []byte) (status int, kind string, err error) {
 		if err != nil {
 			return 0, "connect", err
 		}
+		c.dials++
 		c.conn, c.br = conn, bufio.NewReaderSize(conn, 4096)
 	}
 	c.conn.SetDeadline(time.Now().Add(c.l.cfg.Timeout))
