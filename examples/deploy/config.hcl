@@ -1,5 +1,11 @@
 # /etc/baton/config.hcl for the units in this directory: the orders
-# example in production, behind systemd.
+# example in production, behind systemd. The programs run as the system
+# user orders, in its own directory:
+#
+#   sudo useradd --system --home-dir /var/lib/orders --create-home \
+#     --shell /usr/sbin/nologin orders
+#   sudo install -m 0755 orders /usr/local/bin/orders
+#   sudo baton check -config /etc/baton/config.hcl   # says what is missing
 
 log {
   level  = "info"

@@ -141,6 +141,10 @@ func (e *Endpoint) Open(listener string, addr net.Addr) (*Port, error) {
 	e.mu.Unlock()
 	if err := Send(e.conn, Message{Kind: Hello, Listener: listener, FD: -1}); err != nil {
 		p.Close()
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			// baton's end is gone; the reader may not have seen it yet.
+			return nil, ErrNoPeer
+		}
 		return nil, fmt.Errorf("handoff: hello: %w", err)
 	}
 	return p, nil

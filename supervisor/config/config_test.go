@@ -248,3 +248,38 @@ func TestParse_errorsHavePositions(t *testing.T) {
 		})
 	}
 }
+
+// A command given as a path that is not an executable file is a warning
+// with its position, as a missing directory is: the program cannot start
+// until it is there. A build block makes it, so it may be missing then.
+func TestParse_commandNotFoundWarns(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "web")
+	os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755)
+	os.WriteFile(filepath.Join(dir, "data"), []byte("x"), 0o644)
+	for _, tc := range []struct {
+		name, command, extra, want string
+	}{
+		{"missing", "./nope", "", "config.hcl:2,13-23: Command not found; " + filepath.Join(dir, "nope") + " is not an executable file (yet)"},
+		{"not executable", "./data", "", "Command not found"},
+		{"there", "./web", "", ""},
+		{"built", "./nope", "  build { command = [\"go\", \"build\", \"-o\", \"{output}\", \".\"] }\n", ""},
+		{"from PATH", "web", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "program \"web\" {\n  command = [\"" + tc.command + "\"]\n  listener \"http\" { address = \"127.0.0.1:8080\" }\n" + tc.extra + "}\n"
+			_, diags := Parse([]byte(src), "config.hcl", dir)
+			if diags.HasErrors() {
+				t.Fatalf("want no error, have %v", diags)
+			}
+			var all []string
+			for _, d := range diags {
+				all = append(all, FormatDiagnostic(d))
+			}
+			joined := strings.Join(all, "\n")
+			if tc.want == "" && strings.Contains(joined, "Command not found") || tc.want != "" && !strings.Contains(joined, tc.want) {
+				t.Fatalf("want %q, have\n%s", tc.want, joined)
+			}
+		})
+	}
+}

@@ -216,6 +216,11 @@ func (v *validator) program(rp *rawProgram) *Program {
 		p.Command = append([]string(nil), rp.Command...)
 		if strings.Contains(p.Command[0], "/") {
 			p.Command[0] = v.path(p.Command[0])
+			// A build block makes it; otherwise it must be there by the
+			// time the program starts.
+			if st, err := os.Stat(p.Command[0]); rp.Build == nil && (err != nil || st.IsDir() || st.Mode()&0o111 == 0) {
+				v.warnf(rp.CommandRange, "Command not found", "%s is not an executable file (yet); the program cannot start until it is.", p.Command[0])
+			}
 		}
 	}
 	if rp.Dir != nil {
