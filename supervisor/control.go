@@ -203,11 +203,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	n, _ := strconv.Atoi(r.URL.Query().Get("lines"))
+	q := r.URL.Query()
+	n, _ := strconv.Atoi(q.Get("lines"))
 	if n == 0 {
 		n = 100
 	}
+	after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
+	numbered := q.Get("seq") != ""
 	write := func(l LogLine) {
+		if numbered {
+			fmt.Fprintf(w, "%d ", l.Seq)
+		}
 		fmt.Fprintf(w, "%s gen=%d %s\n", l.Time.Format("15:04:05.000"), l.Generation, renderLine(l.Text))
 	}
 	if r.URL.Query().Get("follow") == "" {
@@ -222,7 +228,7 @@ func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	backlog, lines, stop, err := s.FollowProgram(name, n)
+	backlog, lines, stop, err := s.FollowProgram(name, n, after)
 	if err != nil {
 		writeJSON(w, http.StatusNotFound, control.ErrorReply{Error: err.Error()})
 		return
@@ -250,6 +256,11 @@ func (s *Supervisor) serveLogs(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-s.loopDone:
+			// baton stopped: the end, which a numbered follower tells
+			// from a stream cut by an upgrade of baton.
+			if numbered {
+				fmt.Fprintf(w, "%s\n", control.LogsEnd)
+			}
 			return
 		}
 	}

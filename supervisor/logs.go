@@ -25,6 +25,10 @@ type LogLine struct {
 	Time       time.Time `json:"time"`       // when baton read it
 	Generation int       `json:"generation"` // that wrote it
 	Text       string    `json:"text"`       // without its newline
+	// Seq numbers the program's lines from 1, across upgrades of baton:
+	// a follower that lost its stream asks for the lines after the last
+	// it saw.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // ring keeps a program's last output lines, bounded in lines and bytes,
@@ -34,6 +38,7 @@ type ring struct {
 	lines     []LogLine // a ring of ringLines
 	next, n   int
 	bytes     int
+	seq       uint64 // of the last line added
 	followers map[chan LogLine]bool
 	dropped   map[chan LogLine]int
 }
@@ -42,9 +47,17 @@ func newRing() *ring {
 	return &ring{lines: make([]LogLine, ringLines), followers: map[chan LogLine]bool{}, dropped: map[chan LogLine]int{}}
 }
 
+// add appends l, numbered next; a line that has its number already (the
+// ring of the image before an upgrade, restored) keeps it.
 func (r *ring) add(l LogLine) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if l.Seq == 0 {
+		r.seq++
+		l.Seq = r.seq
+	} else if l.Seq > r.seq {
+		r.seq = l.Seq
+	}
 	for r.n > 0 && (r.n == ringLines || r.bytes+len(l.Text) > ringBytes) {
 		oldest := (r.next - r.n + ringLines) % ringLines
 		r.bytes -= len(r.lines[oldest].Text)
@@ -64,10 +77,14 @@ func (r *ring) add(l LogLine) {
 	}
 }
 
-// last returns up to n of the last lines, oldest first.
+// last returns up to n of the last lines, oldest first; all with n ≤ 0.
 func (r *ring) last(n int) []LogLine {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.lastLocked(n)
+}
+
+func (r *ring) lastLocked(n int) []LogLine {
 	if n <= 0 || n > r.n {
 		n = r.n
 	}
@@ -78,12 +95,20 @@ func (r *ring) last(n int) []LogLine {
 	return out
 }
 
-// follow returns the last n lines and a channel of the lines that follow;
+// follow returns the last n lines (with after > 0: every line kept
+// after that number instead) and a channel of the lines that follow;
 // stop ends the subscription and reports how many lines it dropped.
-func (r *ring) follow(n int) (backlog []LogLine, c <-chan LogLine, stop func() int) {
+func (r *ring) follow(n int, after uint64) (backlog []LogLine, c <-chan LogLine, stop func() int) {
 	ch := make(chan LogLine, followBuffer)
-	backlog = r.last(n)
+	// The backlog and the subscription under one lock: no line falls
+	// between them.
 	r.mu.Lock()
+	switch {
+	case after == 0:
+		backlog = r.lastLocked(n)
+	case after < r.seq:
+		backlog = r.lastLocked(int(min(r.seq-after, uint64(r.n))))
+	}
 	r.followers[ch] = true
 	r.mu.Unlock()
 	return backlog, ch, func() int {

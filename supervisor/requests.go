@@ -180,15 +180,16 @@ func (s *Supervisor) ProgramLogs(name string, n int) ([]LogLine, error) {
 	return p.ring.last(n), nil
 }
 
-// FollowProgram returns program name's last n output lines and a channel
-// of the lines that follow; stop ends it and reports how many lines a slow
-// reader lost.
-func (s *Supervisor) FollowProgram(name string, n int) (backlog []LogLine, lines <-chan LogLine, stop func() int, err error) {
+// FollowProgram returns program name's last n output lines (with after
+// > 0: those after line number after, as many as are kept) and a channel
+// of the lines that follow; stop ends it and reports how many lines a
+// slow reader lost.
+func (s *Supervisor) FollowProgram(name string, n int, after uint64) (backlog []LogLine, lines <-chan LogLine, stop func() int, err error) {
 	p, err := s.lookup(name)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	backlog, lines, stop = p.ring.follow(n)
+	backlog, lines, stop = p.ring.follow(n, after)
 	return backlog, lines, stop, nil
 }
 

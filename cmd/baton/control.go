@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -199,7 +201,9 @@ func programCommand(verb, desc string) func([]string, io.Writer, io.Writer) int 
 const logsDesc = `
 Print the last output lines of a program, kept in memory by the running
 baton (up to 10,000 lines or 1 MiB), each with its generation. With -f,
-keep printing new lines until interrupted.`
+keep printing new lines until interrupted or baton stops; an upgrade of
+baton in place (baton upgrade) does not end it: it goes on from the line
+after the last one printed.`
 
 func cmdLogs(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("logs", "[-f] [-n LINES] [-config FILE | -socket PATH] NAME", logsDesc, stderr)
@@ -210,11 +214,64 @@ func cmdLogs(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	body, err := conn().Logs(context.Background(), pos[0], *n, *follow)
+	if *follow {
+		return followLogs(conn(), pos[0], *n, stdout, stderr)
+	}
+	body, err := conn().Logs(context.Background(), pos[0], *n, false)
 	if err != nil {
 		return fail(stderr, err)
 	}
 	defer body.Close()
 	io.Copy(stdout, body)
 	return exitOK
+}
+
+// followLogs prints a program's numbered log stream without the numbers
+// until baton says it stopped. A stream cut without that word was cut by
+// an upgrade of baton, whose new image keeps the control socket and the
+// lines: the next request asks for the lines after the last one printed.
+func followLogs(c *control.Client, name string, n int, stdout, stderr io.Writer) int {
+	var last uint64
+	for cuts := 0; ; {
+		body, err := c.FollowLogs(context.Background(), name, n, last)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		before := last
+		ended := copyNumbered(body, stdout, &last)
+		body.Close()
+		if ended {
+			return exitOK
+		}
+		// A stream cut again and again with nothing new is not an
+		// upgrade.
+		if cuts++; last != before {
+			cuts = 0
+		}
+		if cuts > 10 {
+			fmt.Fprintln(stderr, "baton: the log stream keeps ending without a line")
+			return exitError
+		}
+	}
+}
+
+// copyNumbered copies the lines of r to w without their numbers, keeping
+// the last number in last, and reports whether the stream said it ended.
+func copyNumbered(r io.Reader, w io.Writer, last *uint64) bool {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == control.LogsEnd {
+			return true
+		}
+		num, text, ok := strings.Cut(line, " ")
+		seq, err := strconv.ParseUint(num, 10, 64)
+		if !ok || err != nil {
+			continue
+		}
+		*last = seq
+		fmt.Fprintln(w, text)
+	}
+	return false
 }

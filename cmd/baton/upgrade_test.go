@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -650,4 +652,89 @@ program "orders" {
 		t.Fatalf("the hung generation got no SIGQUIT before its SIGKILL; log:\n%s", r.baton.Output())
 	}
 	r.stop()
+}
+
+// baton logs -f goes on through two upgrades of baton: the stream the
+// old image cut is asked for again from the line after the last one
+// printed, and a program that prints a numbered line every 10 ms shows
+// every number once, in order, before, between and after the upgrades.
+// When baton stops, the follower ends with exit 0.
+func TestUpgrade_logsFollowGoesOn(t *testing.T) {
+	r := startUpgradeRigWith(t, fmt.Sprintf(`
+program "orders" {
+  command = [%q]
+  env     = { ORDERS_DB = "orders.db" }
+  listener "http" { address = "127.0.0.1:0" }
+}
+program "ticker" {
+  command = ["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.01; done"]
+  listener "t" { address = "127.0.0.1:0" }
+  ready { delay = "10ms" }
+}
+`, buildOrders(t)), "")
+	follower := exec.Command(r.bin, "logs", "-f", "-n", "1", "-config", r.cfg, "ticker")
+	out, err := follower.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	follower.Stderr = &stderr
+	if err := follower.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- follower.Wait() }()
+	t.Cleanup(func() {
+		follower.Process.Kill()
+		<-exited
+	})
+	ticks := make(chan int, 10000)
+	go func() {
+		defer close(ticks)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if _, num, ok := strings.Cut(sc.Text(), " tick "); ok {
+				n, _ := strconv.Atoi(num)
+				ticks <- n
+			}
+		}
+	}()
+	first, prev := 0, 0
+	read := func(lines int) {
+		t.Helper()
+		for range lines {
+			n, ok := <-ticks
+			if !ok {
+				t.Fatalf("baton logs -f ended after tick %d (%s); baton's log:\n%s", prev, stderr.String(), r.baton.Output())
+			}
+			if prev != 0 && n != prev+1 {
+				t.Fatalf("after tick %d came tick %d", prev, n)
+			}
+			if first == 0 {
+				first = n
+			}
+			prev = n
+		}
+	}
+	read(20)
+	for i, next := range []string{"v-two", "v-one"} {
+		install(t, buildBaton(t, next), r.bin)
+		if code, out := r.upgrade(r.bin); code != 0 {
+			t.Fatalf("upgrade %d: %d %s", i+1, code, out)
+		}
+		read(50) // past the exec, from the new image
+	}
+	r.stop()
+	for range ticks { // what was printed before the end
+	}
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("baton logs -f: want exit 0 when baton stops, have %v: %s", err, stderr.String())
+		}
+	case <-time.After(waitLong):
+		t.Fatal("baton logs -f still runs after baton stopped")
+	}
+	t.Logf("ticks %d to %d at least, each once, across 2 upgrades", first, prev)
 }

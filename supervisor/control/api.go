@@ -14,6 +14,7 @@
 //	POST /v1/programs/{name}/revert        Result           end a bake as failed
 //	POST /v1/programs/{name}/rollback      Result           hand over to the previous binary
 //	GET  /v1/programs/{name}/logs?lines=N&follow=1          text, one line per line
+//	     …&seq=1&after=S                   each line numbered ("S text"), from line S+1; END when baton stops
 //	POST /v1/upgrade                       UpgradeReply     replace baton by the binary on disk, in place
 //	GET  /v1/upgrade                       UpgradeStatus    baton's version and upgrades
 //

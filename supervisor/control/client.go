@@ -126,6 +126,29 @@ func (c *Client) Logs(ctx context.Context, program string, lines int, follow boo
 	return resp.Body, nil
 }
 
+// LogsEnd is the last line of a numbered stream (FollowLogs) that ended
+// because baton stopped; a stream cut without it was cut by an upgrade of
+// baton, and goes on from the line after the last one read.
+const LogsEnd = "END"
+
+// FollowLogs follows program's output: the last lines (or, with after >
+// 0, every line kept after line number after), then new lines until ctx
+// ends or baton stops. Each line begins with its number and a space;
+// the stream of a baton that stopped ends with LogsEnd. The caller
+// closes the body.
+func (c *Client) FollowLogs(ctx context.Context, program string, lines int, after uint64) (io.ReadCloser, error) {
+	q := fmt.Sprintf("/v1/programs/%s/logs?lines=%d&follow=1&seq=1&after=%d", url.PathEscape(program), lines, after)
+	resp, err := c.send(ctx, "GET", q, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, replyError(resp)
+	}
+	return resp.Body, nil
+}
+
 // do sends a request and decodes a JSON answer into out. A 409 (a
 // handover that failed) decodes like a success: the Result says why.
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
