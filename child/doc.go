@@ -75,12 +75,11 @@
 // # A bake beside this process
 //
 // When baton bakes a new generation beside this one, it says so on the
-// handoff socket, and the next response on each HTTP/1 connection this
-// process had then carries "Connection: close", once: clients that keep
-// their connections forever (a proxy's upstream pool) reconnect, and the
-// kernel gives some of them to the new generation, which is judged on
-// them. Connections made afterwards are not asked again; HTTP/2 ones
-// stay.
+// handoff socket, and the Server passes half of the plaintext HTTP/1.1
+// connections it has then to the new generation, each once idle, as the
+// drain passes all of them: clients that keep their connections forever
+// (a proxy's upstream pool) reach the generation being judged, and see
+// nothing. Connections made afterwards stay; HTTP/2 and TLS ones too.
 //
 // The defaults add up to 26 s, below baton's default stop timeout of 30 s.
 // Under baton, BATON_STOP_TIMEOUT scales the defaults down when the

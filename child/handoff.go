@@ -32,10 +32,6 @@ type handoffState struct {
 	idleTimeout time.Duration
 
 	moving atomic.Bool // the drain was told HANDOVER
-	// sharedAt is when baton last said that a new generation bakes
-	// beside this one (UnixNano; 0: never): a connection that came
-	// before asks its client to reconnect at its next response.
-	sharedAt atomic.Int64
 
 	mu    sync.Mutex
 	conns map[*movableConn]struct{}
@@ -79,7 +75,7 @@ func (h *handoffState) wrap(c net.Conn, movedIn, pinned bool) net.Conn {
 	if err != nil {
 		return c
 	}
-	mc := &movableConn{Conn: c, raw: raw, h: h, idle: true, movedIn: movedIn, pinned: pinned, born: time.Now().UnixNano()}
+	mc := &movableConn{Conn: c, raw: raw, h: h, idle: true, movedIn: movedIn, pinned: pinned}
 	if movedIn {
 		// Until its first byte, the idle timeout: none, or the server's.
 		if h.idleTimeout > 0 {
@@ -103,7 +99,7 @@ func (h *handoffState) state(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew, http.StateIdle:
 		mc.markIdle()
-		if h.moving.Load() {
+		if h.moving.Load() || mc.isShared() {
 			mc.stop()
 		}
 	case http.StateActive:
@@ -125,36 +121,58 @@ func (s *Server) closesAfter(r *http.Request) bool {
 	return !ok || c.isPinned()
 }
 
-// shares reports whether the response to r asks its client to reconnect
-// because a new generation bakes beside this one: once per HTTP/1
-// connection that this process had before baton said so. The client's
-// next connection is the kernel's to give to either generation, which is
-// how keep-alive pools (a proxy's upstream connections) reach the one
-// baking. HTTP/2 connections stay.
-func (s *Server) shares(r *http.Request) bool {
-	h := s.hand
-	if h == nil || r.ProtoMajor != 1 {
-		return false
+// share gives the generation that bakes beside this one half of this
+// process's connections, as the drain gives all of them to the next one:
+// each is stopped once idle, with nothing of a next request read, and
+// passed on; baton sends it to the generation baking. The clients see
+// nothing. Connections made afterwards stay; a busy one goes when its
+// response ended. It returns how many it picked.
+func (h *handoffState) share() int {
+	h.mu.Lock()
+	var cs []*movableConn
+	i := 0
+	for c := range h.conns { // a map's order: which half is chance
+		if i++; i%2 == 1 && c.markShared() {
+			cs = append(cs, c)
+		}
 	}
-	at := h.sharedAt.Load()
-	if at == 0 {
-		return false
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.stop() // an idle one now; a busy one once idle (state)
 	}
-	c, ok := r.Context().Value(connKey{}).(*movableConn)
-	return ok && c.born < at
+	return len(cs)
 }
 
-// watchShares notes each SHARE from baton until stop is closed.
+// watchShares shares connections each time baton says a new generation
+// bakes beside this one, until stop is closed.
 func (s *Server) watchShares(stop <-chan struct{}) {
 	for {
 		select {
 		case <-stop:
 			return
 		case <-s.hand.port.Shared():
-			s.hand.sharedAt.Store(time.Now().UnixNano())
-			s.log.Info("a new generation bakes beside this one: each keep-alive client is asked to reconnect once, so that both get connections")
+			n := s.hand.share()
+			s.log.Info("a new generation bakes beside this one: half of the connections move to it", "connections", n)
 		}
 	}
+}
+
+// markShared marks c to move to the generation baking, unless it never
+// moves; it reports whether it did.
+func (c *movableConn) markShared() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pinned || c.closed {
+		return false
+	}
+	c.shared = true
+	return true
+}
+
+func (c *movableConn) isShared() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.shared
 }
 
 func (c *movableConn) isPinned() bool {
@@ -262,7 +280,7 @@ type movableConn struct {
 	stopping bool       // asked to move: its idle read is being stopped
 	move     bool       // stopped with nothing read: Close passes it on
 	pinned   bool       // never moves: it came back, or was hijacked
-	born     int64      // when this process got it (UnixNano)
+	shared   bool       // moves to the generation baking once idle
 	closed   bool
 	// movedIn: passed in from the previous generation, no byte read
 	// yet. The server's header timeout starts at the first byte, as it

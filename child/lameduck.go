@@ -63,10 +63,8 @@ func (s *Server) lameDuck(ctx context.Context, sig os.Signal, sigs <-chan os.Sig
 }
 
 // closing reports whether the response to r asks its client to close the
-// connection: always in the lame duck, during the drain unless the
-// connection moves to the next generation once idle (closesAfter), and
-// once per connection while a new generation bakes beside this one
-// (shares).
+// connection: always in the lame duck, and during the drain unless the
+// connection moves to the next generation once idle (closesAfter).
 func (s *Server) closing(r *http.Request) bool {
-	return s.lame.Load() || (s.draining.Load() && s.closesAfter(r)) || s.shares(r)
+	return s.lame.Load() || (s.draining.Load() && s.closesAfter(r))
 }

@@ -85,8 +85,10 @@ func (p *program) startBake(g *generation, req *request, cfg *config.BakeConfig)
 	p.log.Info("baking: the new generation serves beside the old one until its verdict",
 		"gen", g.n, "pid", g.pid, "old_gen", p.current.n, "for", cfg.Duration)
 	// A keep-alive connection stays with the process that accepted it:
-	// the old one asks each of its clients to reconnect once, and the
-	// kernel spreads their next connections over both.
+	// the old one passes half of its connections, each once idle, to the
+	// new one, so that clients that never reconnect (a proxy's pool)
+	// reach it too.
+	p.handoff.SetBaking(g.handoff)
 	p.current.handoff.Share()
 }
 
@@ -174,6 +176,7 @@ func (p *program) judge(b *bake, final bool) string {
 func (p *program) endBake(passed bool, why string) {
 	b := p.baking
 	p.baking = nil
+	p.handoff.SetBaking(nil)
 	b.tick.cancel()
 	b.gen.stopProbe()
 	g := b.gen
@@ -218,6 +221,7 @@ func (p *program) endBake(passed bool, why string) {
 func (p *program) abandonBake(err error, why string) {
 	b := p.baking
 	p.baking = nil
+	p.handoff.SetBaking(nil)
 	b.tick.cancel()
 	b.gen.stopProbe()
 	p.stats.LastBake = &bakeOutcome{Generation: b.gen.n, PID: b.gen.pid, Verdict: "abandoned", Reason: why, Duration: time.Since(b.started)}

@@ -326,8 +326,8 @@ func (p *Port) Next() (Arrival, error) {
 }
 
 // Shared receives each time baton says that a new generation bakes
-// beside this process (SHARE): the server should ask each of its
-// keep-alive clients to reconnect once.
+// beside this process (SHARE): the server passes half of its
+// connections on, each once idle, with Send.
 func (p *Port) Shared() <-chan struct{} { return p.shared }
 
 // Addr is the address of the listener the port belongs to.

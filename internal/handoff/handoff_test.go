@@ -160,6 +160,38 @@ func TestPeer_share(t *testing.T) {
 	}
 }
 
+// While a generation bakes, what the serving one passes on (the half it
+// shares, told by SHARE) goes to the generation baking; once the bake is
+// over (no generation baking), it comes back to the serving one.
+func TestRouter_sharesWithTheBakingGeneration(t *testing.T) {
+	r := NewRouter(hclog.NewNullLogger())
+	cur, bak := attach(t, r, 1), attach(t, r, 2)
+	pCur, pBak := port(t, cur, "http"), port(t, bak, "http")
+	r.SetCurrent(cur.peer)
+	r.SetBaking(bak.peer)
+	cur.peer.Share()
+	select {
+	case <-pCur.Shared():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no SHARE")
+	}
+	client, server := tcpPair(t)
+	send(t, pCur, server)
+	io.WriteString(client, "ping")
+	a := next(t, pBak)
+	defer a.Conn.Close()
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(a.Conn, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("the generation baking read %q, %v", buf, err)
+	}
+
+	r.SetBaking(nil)
+	_, server2 := tcpPair(t)
+	send(t, pCur, server2)
+	back := next(t, pCur)
+	back.Conn.Close()
+}
+
 // KEEP when nothing else serves the listener: a final stop, a serving
 // generation that did not say HELLO for it, or the asker serving itself.
 func TestRouter_keepWithoutSuccessor(t *testing.T) {

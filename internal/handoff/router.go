@@ -27,6 +27,7 @@ import (
 type Router struct {
 	log     hclog.Logger
 	current atomic.Pointer[Peer]
+	baking  atomic.Pointer[Peer] // takes what the serving one gives up
 
 	mu    sync.Mutex
 	peers map[*Peer]bool // whose reader runs (see upgrade.go)
@@ -87,6 +88,16 @@ func (r *Router) SetCurrent(p *Peer) {
 		p = nil
 	}
 	r.current.Store(p)
+}
+
+// SetBaking makes p the generation that bakes beside the serving one
+// (nil: none): the connections the serving generation passes on go to
+// it. It never blocks.
+func (r *Router) SetBaking(p *Peer) {
+	if p != nil && p.r != r {
+		p = nil
+	}
+	r.baking.Store(p)
 }
 
 // Release bounds the peer's reader once its generation was reaped: what
@@ -159,10 +170,10 @@ func (p *Peer) drain(listener string) {
 }
 
 // Share tells the generation that a new one bakes beside it (SHARE, for
-// every listener it took): it asks each of its keep-alive clients to
-// reconnect once, so that the kernel spreads their next connections over
-// both. It sends from a goroutine of its own: the program's goroutine
-// never waits on a generation's socket. Nil-safe.
+// every listener it took): it passes half of its connections on, each
+// once idle, and the router gives them to the generation baking
+// (SetBaking). It sends from a goroutine of its own: the program's
+// goroutine never waits on a generation's socket. Nil-safe.
 func (p *Peer) Share() {
 	if p == nil {
 		return
@@ -186,16 +197,22 @@ func (p *Peer) accepts(listener string) bool {
 	return p.takes[listener]
 }
 
-// forward passes a connection from on: to the serving generation, else
-// back to from, else nowhere (closed). baton's copy of the descriptor is
-// closed in every case: the receiver owns the connection now.
+// forward passes a connection from on: to the serving generation (from
+// the serving one itself, which shares its connections with a generation
+// baking: to that one), else back to from, else nowhere (closed).
+// baton's copy of the descriptor is closed in every case: the receiver
+// owns the connection now.
 func (r *Router) forward(from *Peer, m Message) {
 	defer syscall.Close(m.FD)
 	if !isStreamSocket(m.FD) {
 		r.log.Warn("a generation passed a descriptor that is not a stream socket: closed", "gen", from.gen)
 		return
 	}
-	if t := r.current.Load(); t != nil && t != from && t.sendIf(m) {
+	t := r.current.Load()
+	if t == from {
+		t = r.baking.Load()
+	}
+	if t != nil && t != from && t.sendIf(m) {
 		from.moved++
 		return
 	}

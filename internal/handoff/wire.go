@@ -14,8 +14,8 @@
 //	child → baton  DRAIN <listener>    this process drains <listener>: may its idle connections move?
 //	baton → child  HANDOVER <listener> yes: the serving generation takes them
 //	baton → child  KEEP <listener>     no (a final stop, or no successor takes them): drain them as before
-//	baton → child  SHARE <listener>    a new generation bakes beside this one: ask each keep-alive
-//	                                   client of <listener> to reconnect once, so that both get some
+//	baton → child  SHARE <listener>    a new generation bakes beside this one: pass half of the
+//	                                   connections of <listener> on, each once idle (CONN)
 //	either way     CONN <listener>     with one descriptor: a connection of <listener>
 //
 // Exactly one process owns a connection at any moment: the sender
