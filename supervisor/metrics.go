@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -134,11 +135,20 @@ func (s *Supervisor) serveMetrics(l net.Listener) {
 func (s *Supervisor) serveHTTP(l net.Listener, h http.Handler, what string) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	s.own.started(l, srv)
+	shut := make(chan struct{})
 	go func() {
+		defer close(shut)
 		<-s.loopDone
-		srv.Close()
+		// Gracefully, for a moment: a baton logs -f stream ends on
+		// loopDone too, and its last word (END) must reach the client.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
 	}()
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error(what+" failed", "error", err)
 	}
+	<-shut // Serve returns when the listener closes, before the handlers
 }
