@@ -19,9 +19,9 @@ import (
 // scrape time; handover durations are observed as they happen.
 type metrics struct {
 	reg      *prometheus.Registry
-	handover *prometheus.HistogramVec
-	phase    *prometheus.HistogramVec
-	bake     *prometheus.HistogramVec
+	handover *carriedHistogram
+	phase    *carriedHistogram
+	bake     *carriedHistogram
 }
 
 var (
@@ -40,18 +40,18 @@ var (
 func newMetrics(s *Supervisor) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
-		handover: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		handover: newCarriedHistogram(prometheus.HistogramOpts{
 			Name:    "baton_handover_duration_seconds",
 			Help:    "From the start of a new generation until it was ready and the old one was told to stop.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"program"}),
-		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		phase: newCarriedHistogram(prometheus.HistogramOpts{
 			Name:    "baton_handover_phase_seconds",
 			Help:    "How long each phase of a handover took: read (the trigger to the config read and sockets opened), check (the binary), spawn (the process started), start (its exec and start-up until READY), signal (the old generation told to stop), drain (the old generation gone).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"program", "phase"}),
 	}
-	m.bake = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	m.bake = newCarriedHistogram(prometheus.HistogramOpts{
 		Name:    "baton_bake_duration_seconds",
 		Help:    "How long new generations baked before their verdict.",
 		Buckets: []float64{.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
@@ -60,6 +60,29 @@ func newMetrics(s *Supervisor) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "baton"}),
 		collectors.NewGoCollector())
 	return m
+}
+
+// histograms returns the series of the histograms, for the image an
+// upgrade in place starts; nil without metrics.
+func (m *metrics) histograms() []histogramState {
+	if m == nil {
+		return nil
+	}
+	var out []histogramState
+	for _, h := range []*carriedHistogram{m.handover, m.phase, m.bake} {
+		out = append(out, h.series()...)
+	}
+	return out
+}
+
+// carry adds what the image before an upgrade observed.
+func (m *metrics) carry(states []histogramState) {
+	if m == nil {
+		return
+	}
+	for _, h := range []*carriedHistogram{m.handover, m.phase, m.bake} {
+		h.carry(states)
+	}
 }
 
 func (m *metrics) observeHandover(program string, d time.Duration, phases []phaseTime) {

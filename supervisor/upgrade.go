@@ -414,6 +414,7 @@ func (s *Supervisor) snapshot(pass *fdPass) (*upgradeState, error) {
 		Format: UpgradeFormat, Version: s.cfg.Version, Upgrades: prev.Upgrades + 1,
 		Control: s.file.Control, Metrics: s.file.Metrics, Health: s.file.Health, RunDir: s.runDir, NotifySeq: s.starter.seq.Load(),
 		ControlFD: -1, MetricsFD: -1, HealthFD: -1, Systemd: s.systemd.snapshot(),
+		Histograms: s.metrics.histograms(),
 	}
 	sources := newSourceTable()
 	if s.file.Source() == nil {
@@ -615,6 +616,7 @@ func resume(cfg Config) (*Supervisor, error) {
 			return nil, fmt.Errorf("upgrade: metrics listener: %w", err)
 		}
 		s.metrics = newMetrics(s)
+		s.metrics.carry(r.Histograms)
 	}
 	if r.HealthFD >= 0 {
 		if s.healthLn, err = fileListener(r.HealthFD); err != nil {

@@ -58,6 +58,9 @@ type upgradeState struct {
 	// the new image reads the config again for them.
 	Watches []watchState    `json:"watches,omitempty"`
 	Reloads []ReloadRequest `json:"reloads,omitempty"`
+	// Histograms are the metrics' histograms (handover, phase, bake
+	// durations), which the new image goes on from.
+	Histograms []histogramState `json:"histograms,omitempty"`
 }
 
 type systemdState struct {

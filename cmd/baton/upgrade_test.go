@@ -325,7 +325,8 @@ func counters(st control.ProgramStatus) string {
 // (baton logs) and the generation adopted in the middle go on too: the
 // generation that served before the handover is reaped by an image that
 // did not start it, with its exit status. A load balancer's /readyz
-// checks, on the metrics listener, never fail meanwhile.
+// checks, on the metrics listener, never fail meanwhile, and the
+// metrics' histograms go on.
 func TestUpgrade_tenUnderLoad(t *testing.T) {
 	r := startUpgradeRig(t, "")
 	versions := []string{"v-one", "v-two"}
@@ -395,8 +396,12 @@ func TestUpgrade_tenUnderLoad(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(metrics), `baton_program_handovers_total{program="orders"} 1`) {
-		t.Errorf("/metrics after the upgrades:\n%s", metrics)
+	// The handover's duration too: observed by the image between the
+	// 5th and the 6th upgrade, carried through the five after it.
+	for _, want := range []string{`baton_program_handovers_total{program="orders"} 1`, `baton_handover_duration_seconds_count{program="orders"} 1`, `baton_handover_phase_seconds_count{phase="spawn",program="orders"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics after the upgrades: no %s in\n%s", want, metrics)
+		}
 	}
 
 	// The output ring went through every image: gen 1's first lines are
