@@ -90,8 +90,11 @@ type devTarget struct {
 	addr   string
 	p      *proc    // baton dev
 	air    *airPeer // air
-	gen    int      // baton dev: the generation serving
-	cur    int      // the pid serving
+	// probed is the app alone, which a go build row's probes ask while
+	// it builds: the other rows build while the harness probes them.
+	probed *proc
+	gen    int // baton dev: the generation serving
+	cur    int // the pid serving
 }
 
 // devCycle is one change as one system saw it.
@@ -108,7 +111,8 @@ type devResult struct {
 	Command string `json:"command"` // the build command
 	Changes int    `json:"changes"`
 	// SaveToServing runs from the write of main.go until a probe is
-	// answered by the changed source; for go-build rows, the build alone.
+	// answered by the changed source; for go-build rows, the build alone
+	// (while the app alone is probed, as the other rows are as they build).
 	SaveToServing pctStats `json:"save_to_serving_ms"`
 	// baton dev's own figures, from its cycle lines: the build, and the
 	// start of the new generation until READY=1.
@@ -205,6 +209,15 @@ func startDev(ctx context.Context, e *env, bins *peerBins, sys devSystem) (*devT
 		if err := copyPeerModule(bins.src, e.root, src, "batonapp"); err != nil {
 			return nil, err
 		}
+		if t.addr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		if t.probed, err = startProc(bins.plain, nil, dir, harness.ChildEnv("PEER_ADDR="+t.addr), filepath.Join(dir, "probed.log")); err != nil {
+			return nil, err
+		}
+		if _, err := waitServed(ctx, t.addr, 2*startTimeout, func(pidAnswer) bool { return true }); err != nil {
+			return t, err
+		}
 		_, err := t.build(ctx)
 		return t, err
 	}
@@ -278,7 +291,24 @@ func (t *devTarget) change(ctx context.Context, i int) (devCycle, error) {
 		if err := edit(t.mainGo, label); err != nil {
 			return devCycle{}, err
 		}
+		// Probed meanwhile, as the other rows are while they build.
+		stop, probing := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(probing)
+			c := newHealthClient()
+			defer c.CloseIdleConnections()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond): // waitServed's cadence
+				}
+				probePID(ctx, c, t.addr)
+			}
+		}()
 		took, err := t.build(ctx)
+		close(stop)
+		<-probing
 		return devCycle{serving: took}, err
 	}
 	save := time.Now()
@@ -338,6 +368,9 @@ func (t *devTarget) cycleLine(ctx context.Context, gen int) (build, ready time.D
 }
 
 func (t *devTarget) stop() error {
+	if t.probed != nil {
+		t.probed.stop(syscall.SIGTERM, exitTimeout)
+	}
 	switch {
 	case t.p != nil:
 		_, err := t.p.stop(syscall.SIGTERM, exitTimeout)
@@ -349,6 +382,9 @@ func (t *devTarget) stop() error {
 }
 
 func (t *devTarget) kill() {
+	if t.probed != nil {
+		t.probed.stop(syscall.SIGTERM, killTimeout)
+	}
 	switch {
 	case t.p != nil:
 		t.p.stop(syscall.SIGTERM, killTimeout)

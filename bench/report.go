@@ -298,7 +298,7 @@ func printDevLoop(w io.Writer, rs []*devResult) {
 		fmt.Fprintf(tw, "%s\t%.0f / %.0f\t%s\t%s\t%s\t%s\t%s\t\n", r.System, r.SaveToServing.P50, r.SaveToServing.Max, over, build, ready, refused, r.Command)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\n(go-build rows: the build alone; over go build: save→serving less the go build with the same -ldflags;")
+	fmt.Fprintln(w, "\n(go-build rows: the build alone, the app alone probed meanwhile; over go build: save→serving less the go build with the same -ldflags;")
 	fmt.Fprintln(w, " built in and ready in: baton dev's own cycle line)")
 }
 
