@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/baton-run/baton/supervisor/control"
 )
 
 const upgradeDesc = `
@@ -45,14 +48,27 @@ func cmdUpgrade(args []string, stdout, stderr io.Writer) int {
 	// the same socket, which stayed open.
 	t := time.NewTicker(upgradePoll)
 	defer t.Stop()
+	var gone time.Time // since when nothing listens on the socket
 	for {
 		st, err := c.UpgradeStatus(ctx)
+		var nr *control.NotRunningError
 		switch {
 		case err == nil && !st.Upgrading && st.Upgrades > reply.Upgrades:
 			fmt.Fprintf(stdout, "baton upgraded in place: %s → %s (pid %d, upgrade %d)\n", reply.From, st.Version, st.PID, st.Upgrades)
 			return exitOK
 		case err == nil && !st.Upgrading && st.LastError != "":
 			return fail(stderr, fmt.Errorf("upgrade failed: %s", st.LastError))
+		case errors.As(err, &nr):
+			// The socket stays open across the exec: a connection waits
+			// for the new image. Refused for a second means it is closed:
+			// the new image ended.
+			if gone.IsZero() {
+				gone = time.Now()
+			} else if time.Since(gone) > time.Second {
+				return fail(stderr, fmt.Errorf("the new image of baton ended before it answered: nothing listens on %s any more; its programs got their stop signal and drain; start baton again (under systemd, Restart= does)", nr.Socket))
+			}
+		default:
+			gone = time.Time{}
 		}
 		select {
 		case <-t.C:

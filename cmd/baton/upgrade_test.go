@@ -743,3 +743,47 @@ program "ticker" {
 	}
 	t.Logf("ticks %d to %d at least, each once, across 2 upgrades", first, prev)
 }
+
+// A new image of baton that cannot go on (here a binary that passes the
+// upgrade's checks, then exits 1 when it is run with the state): baton's
+// pid ends, baton upgrade says so (the control socket refuses: across a
+// good exec it never does), each program gets its parent-death signal
+// and drains, and every order the example acknowledged under POST load
+// is a row. New requests fail once nobody listens: nothing is left to
+// hand over to.
+func TestUpgrade_newImageThatCannotGoOn(t *testing.T) {
+	r := startUpgradeRig(t, "")
+	cli := buildBaton(t, "v-one")
+	gen := r.status().PID
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: r.addr, Clients: 8})
+	if !load.WaitAcked(300, waitLong) {
+		t.Fatalf("no load; log:\n%s", r.baton.Output())
+	}
+	script := fmt.Sprintf(`#!/bin/sh
+case "$1" in
+run) echo "this image cannot go on" >&2; exit 1;;
+*) exec %q "$@";;
+esac
+`, cli)
+	os.WriteFile(r.bin+".new", []byte(script), 0o755)
+	os.Rename(r.bin+".new", r.bin)
+	code, out := r.upgrade(cli)
+	if code != 1 || !strings.Contains(out, "the new image of baton ended before it answered") {
+		t.Fatalf("baton upgrade: want exit 1 saying the new image ended, have %d %q", code, out)
+	}
+	if code, sig := proctest.ExitCode(r.baton.Wait(waitLong)); code != 1 {
+		t.Fatalf("baton after the exec: want exit 1 (the new image's), have %d %s; log:\n%s", code, sig, r.baton.Output())
+	}
+	if !proctest.WaitGone(gen, waitLong) {
+		t.Fatalf("generation %d still runs after baton's image ended", gen)
+	}
+	res := load.Stop()
+	missing, err := loadgen.MissingOrders(filepath.Join(r.dir, "orders.db"), res.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != 0 {
+		t.Fatalf("%d of %d acknowledged orders are not rows: %v", len(missing), len(res.Acked), missing[:min(5, len(missing))])
+	}
+	t.Logf("baton upgrade said %d %q; %d orders acknowledged, all rows; %d requests failed after (%v)", code, strings.TrimSpace(out), len(res.Acked), res.FailedTotal(), res.Failed)
+}
