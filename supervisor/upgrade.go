@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -372,12 +373,22 @@ func (s *Supervisor) holdForUpgrade(m any) bool {
 			l.release()
 		}
 		m.op.reply <- reloadStarted{err: ErrUpgrading}
-		op.reloads = append(op.reloads, m.op.req)
-		s.log.Warn("reload held until the upgrade is over", "reason", m.op.req.Reason)
+		// The same reload asked for again is held once: the config is
+		// read as it is then anyway.
+		if !slices.ContainsFunc(op.reloads, func(r ReloadRequest) bool { return sameReload(r, m.op.req) }) {
+			op.reloads = append(op.reloads, m.op.req)
+			s.log.Warn("reload held until the upgrade is over", "reason", m.op.req.Reason)
+		}
 	case msgWatch:
 		op.watches = append(op.watches, m)
 	}
 	return true
+}
+
+// sameReload reports whether two reloads do the same: the same programs,
+// forced or not, whatever their reason.
+func sameReload(a, b ReloadRequest) bool {
+	return a.Force == b.Force && slices.Equal(slices.Sorted(slices.Values(a.Programs)), slices.Sorted(slices.Values(b.Programs)))
 }
 
 // exec passes the state and the descriptors to the binary on disk and

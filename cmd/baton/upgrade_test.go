@@ -787,3 +787,69 @@ esac
 	}
 	t.Logf("baton upgrade said %d %q; %d orders acknowledged, all rows; %d requests failed after (%v)", code, strings.TrimSpace(out), len(res.Acked), res.FailedTotal(), res.Failed)
 }
+
+// Signals aimed at upgrades: SIGUSR2 every millisecond (each one asks
+// for an upgrade, so upgrades follow one another, and some signals land
+// during an exec, when the old image ignores them and the new one has
+// not caught them yet) and SIGHUP every 20 (a reload, held while an
+// upgrade runs, once however often it is asked for). baton survives
+// every exec with its pid and upgrades several times; once the storm
+// ends, the held reload hands over. Under POST load nothing fails and
+// nothing is lost; baton then stops with exit 0 and no child left.
+func TestUpgrade_signalStorm(t *testing.T) {
+	r := startUpgradeRig(t, "")
+	load := loadgen.Start(context.Background(), loadgen.Config{Addr: r.addr, Clients: 8})
+	load.WaitAcked(200, waitLong)
+	pid := r.pid()
+	stop := make(chan struct{})
+	sent := make(chan int)
+	go func() {
+		tick := time.NewTicker(time.Millisecond) // the storm's pace
+		defer tick.Stop()
+		n := 0
+		for {
+			select {
+			case <-stop:
+				sent <- n
+				return
+			case <-tick.C:
+			}
+			n++
+			sig := syscall.SIGUSR2
+			if n%20 == 0 {
+				sig = syscall.SIGHUP
+			}
+			syscall.Kill(pid, sig)
+		}
+	}()
+	// Until the storm has caused three upgrades.
+	if _, ok := r.baton.Out.Wait("baton upgraded in place", 3, waitLong); !ok {
+		close(stop)
+		t.Fatalf("fewer than 3 upgrades in the storm; log:\n%s", r.baton.Output())
+	}
+	close(stop)
+	signals := <-sent
+	// The reload held by the last upgrade is applied after it.
+	if _, ok := r.baton.Out.Wait("handover: new generation ready", 1, waitLong); !ok {
+		t.Fatalf("no handover after the storm; log:\n%s", r.baton.Output())
+	}
+	if r.pid() != pid || r.baton.Cmd.ProcessState != nil {
+		t.Fatalf("baton did not survive the storm; log:\n%s", r.baton.Output())
+	}
+	st := r.upgradeStatus()
+	if held := strings.Count(r.baton.Output(), "reload held until the upgrade is over"); held > st.Upgrades+1 {
+		t.Errorf("%d reloads held for %d upgrades: want at most one each", held, st.Upgrades)
+	}
+	load.WaitAcked(load.Acked()+200, waitLong)
+	res := load.Stop()
+	r.stop()
+	if res.FailedTotal() != 0 {
+		t.Fatalf("%d of %d requests failed: %v %v", res.FailedTotal(), res.Requests, res.Failed, res.Examples)
+	}
+	missing, err := loadgen.MissingOrders(filepath.Join(r.dir, "orders.db"), res.Acked)
+	if err != nil || len(missing) != 0 {
+		t.Fatalf("%d of %d acknowledged orders missing (%v)", len(missing), len(res.Acked), err)
+	}
+	t.Logf("%d signals; %d upgrades, %d handovers; %d requests, 0 failed, %d orders, all rows",
+		signals, st.Upgrades, strings.Count(r.baton.Output(), "handover: new generation ready"), res.Requests, len(res.Acked))
+}
