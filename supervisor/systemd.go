@@ -73,16 +73,24 @@ func watchdogFromEnv() time.Duration {
 	return time.Duration(n) * time.Microsecond
 }
 
-// watchdogPings sends a ping every interval, each once check returned
-// after the last ping: check is a round trip through the goroutines that
-// must not hang. While a check does not return, no ping goes out, and
-// late is called at each interval that passed without one. It returns
-// when ctx is done and no check is under way.
+// watchdogPings sends a ping at once and then every interval, each once
+// check returned after the last ping: check is a round trip through the
+// goroutines that must not hang. While a check does not return, no ping
+// goes out, and late is called at each interval that passed without
+// one. It returns when ctx is done and no check is under way.
+//
+// The first ping goes out at once because an upgrade in place starts
+// this anew in the new image: waiting an interval there would leave up
+// to two intervals and the exec between pings, past the watchdog.
 func watchdogPings(ctx context.Context, every time.Duration, check, ping func(), late func(waited time.Duration)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	answered := make(chan struct{}, 1)
-	var since time.Time // a check is under way since then
+	since := time.Now() // a check is under way since then
+	go func() {
+		check()
+		answered <- struct{}{}
+	}()
 	for {
 		select {
 		case <-ctx.Done():

@@ -42,7 +42,8 @@ func TestWatchdogFromEnv(t *testing.T) {
 // A ping goes out only after the check answered: while the second check
 // hangs (a program's goroutine that does not answer status), intervals
 // pass without a ping and are reported late; once it answers, the pings
-// go on. Cancelled, it returns.
+// go on. Cancelled, it returns. The first ping does not wait for an
+// interval (here an hour).
 func TestWatchdogPings_onlyAfterTheCheckAnswered(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var checks atomic.Int32
@@ -73,6 +74,17 @@ func TestWatchdogPings_onlyAfterTheCheckAnswered(t *testing.T) {
 	}
 	close(hang)
 	<-pings
+	cancel()
+	<-done
+
+	ctx, cancel = context.WithCancel(context.Background())
+	first := make(chan struct{})
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		watchdogPings(ctx, time.Hour, func() {}, func() { close(first) }, func(time.Duration) {})
+	}()
+	<-first
 	cancel()
 	<-done
 }
