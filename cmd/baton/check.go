@@ -11,7 +11,9 @@ import (
 
 const checkDesc = `
 Validate the config file without starting anything. Each problem is
-printed with its position (config.hcl:4,3-15) and what to do about it.
+printed with its position (config.hcl:4,3-15) and what to do about it;
+a warning (a directory, or a command path without a build block, that
+is not there yet) does not fail the check.
 A program with a user is checked against the file system too: that
 user must be able to execute the program's command and enter its
 directory, and, when the program does not link the child package, the

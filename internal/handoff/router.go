@@ -15,7 +15,8 @@ import (
 
 // Router is baton's side of one program: it holds its end of every
 // generation's handoff socket and passes the connections a draining
-// generation sends on to the serving one.
+// generation sends on to the serving one, and, while a generation bakes,
+// those the serving one shares (SHARE) on to the generation baking.
 //
 // The program's goroutine, which owns the generations, says which one
 // serves (SetCurrent) before it tells the old one to stop; each peer's
