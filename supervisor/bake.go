@@ -87,9 +87,11 @@ func (p *program) startBake(g *generation, req *request, cfg *config.BakeConfig)
 	// A keep-alive connection stays with the process that accepted it:
 	// the old one passes half of its connections, each once idle, to the
 	// new one, so that clients that never reconnect (a proxy's pool)
-	// reach it too.
-	p.handoff.SetBaking(g.handoff)
-	p.current.handoff.Share()
+	// reach it too; not to a new one that cannot take them.
+	if g.handoff != nil {
+		p.handoff.SetBaking(g.handoff)
+		p.current.handoff.Share()
+	}
 }
 
 // onBakeTick evaluates the bake under way; at its end it passes.
