@@ -34,7 +34,7 @@ func takeEnv() {
 	env.once.Do(func() {
 		env.notify = os.Getenv(protocol.EnvNotifySocket)
 		os.Unsetenv(protocol.EnvNotifySocket)
-		env.watchdog = watchdogFromEnv()
+		env.watchdog = protocol.TakeWatchdog()
 		env.handoff, env.handoffErr = handoff.FromEnv(os.Getenv(protocol.EnvListenPID))
 		in, err := protocol.InheritFromEnv()
 		if err != nil {
@@ -108,19 +108,4 @@ func Generation() int {
 // Supervised reports whether this process was started by baton.
 func Supervised() bool {
 	return os.Getenv(protocol.EnvProgram) != ""
-}
-
-// watchdogFromEnv reads systemd's watchdog (sd_watchdog_enabled(3)):
-// WATCHDOG_USEC, for this process when WATCHDOG_PID is unset or names
-// it. It removes both, so that what the program starts does not inherit
-// them.
-func watchdogFromEnv() time.Duration {
-	usec, pid := os.Getenv(protocol.EnvWatchdogUsec), os.Getenv(protocol.EnvWatchdogPID)
-	os.Unsetenv(protocol.EnvWatchdogUsec)
-	os.Unsetenv(protocol.EnvWatchdogPID)
-	n, err := strconv.ParseInt(usec, 10, 64)
-	if err != nil || n <= 0 || (pid != "" && pid != strconv.Itoa(os.Getpid())) {
-		return 0
-	}
-	return time.Duration(n) * time.Microsecond
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,7 +42,7 @@ type systemd struct {
 // takeSystemd reads baton's own systemd environment and removes it, so that
 // its programs get theirs from baton only.
 func takeSystemd(pool *socketPool) (*systemd, error) {
-	sd := &systemd{notify: os.Getenv(protocol.EnvNotifySocket), watchdog: watchdogFromEnv(), ready: map[string]int{}, failed: map[string]string{}}
+	sd := &systemd{notify: os.Getenv(protocol.EnvNotifySocket), watchdog: protocol.TakeWatchdog(), ready: map[string]int{}, failed: map[string]string{}}
 	os.Unsetenv(protocol.EnvNotifySocket)
 	in, err := protocol.InheritFromEnv()
 	if err != nil {
@@ -56,21 +55,6 @@ func takeSystemd(pool *socketPool) (*systemd, error) {
 		pool.inherited[name] = f
 	}
 	return sd, nil
-}
-
-// watchdogFromEnv reads systemd's watchdog for this process, as
-// sd_watchdog_enabled(3) does: WATCHDOG_USEC, when WATCHDOG_PID is unset
-// or names this process. It removes both: the programs get a watchdog
-// from their own liveness block only.
-func watchdogFromEnv() time.Duration {
-	usec, pid := os.Getenv(protocol.EnvWatchdogUsec), os.Getenv(protocol.EnvWatchdogPID)
-	os.Unsetenv(protocol.EnvWatchdogUsec)
-	os.Unsetenv(protocol.EnvWatchdogPID)
-	n, err := strconv.ParseInt(usec, 10, 64)
-	if err != nil || n <= 0 || (pid != "" && pid != strconv.Itoa(os.Getpid())) {
-		return 0
-	}
-	return time.Duration(n) * time.Microsecond
 }
 
 // watchdogPings sends a ping at once and then every interval, each once

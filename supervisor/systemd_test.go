@@ -2,42 +2,10 @@ package supervisor
 
 import (
 	"context"
-	"os"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/baton-run/baton/internal/protocol"
 )
-
-// baton's own watchdog is systemd's WATCHDOG_USEC when WATCHDOG_PID is
-// unset or names baton, as sd_watchdog_enabled(3) reads it, and neither
-// variable is left for the programs.
-func TestWatchdogFromEnv(t *testing.T) {
-	for _, tc := range []struct {
-		usec, pid string
-		want      time.Duration
-	}{
-		{"200000", "", 200 * time.Millisecond},
-		{"200000", strconv.Itoa(os.Getpid()), 200 * time.Millisecond},
-		{"200000", "1", 0}, // another process's watchdog
-		{"", "", 0},
-		{"x", "", 0},
-		{"-5", "", 0},
-	} {
-		t.Setenv(protocol.EnvWatchdogUsec, tc.usec)
-		t.Setenv(protocol.EnvWatchdogPID, tc.pid)
-		if got := watchdogFromEnv(); got != tc.want {
-			t.Errorf("WATCHDOG_USEC=%q WATCHDOG_PID=%q: want %v, have %v", tc.usec, tc.pid, tc.want, got)
-		}
-		for _, k := range []string{protocol.EnvWatchdogUsec, protocol.EnvWatchdogPID} {
-			if _, set := os.LookupEnv(k); set {
-				t.Errorf("%s is still set", k)
-			}
-		}
-	}
-}
 
 // A ping goes out only after the check answered: while the second check
 // hangs (a program's goroutine that does not answer status), intervals

@@ -145,18 +145,7 @@ program "orders" {
   listener "http" { address = "127.0.0.1:0" }
   liveness { watchdog = "1s" }
 }
-`, freeAddr(t), command, orders), "")
-}
-
-// freeAddr returns a TCP address nobody listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+`, proctest.FreeAddr(t), command, orders), "")
 }
 
 // pollReadyz asks GET /readyz at addr until stop is closed, as a load
@@ -220,7 +209,7 @@ func startUpgradeRigWith(t *testing.T, config, wait string) *upgradeRig {
 		}
 		r.baton.Wait(waitLong)
 		old := r.metrics
-		r.metrics = freeAddr(t)
+		r.metrics = proctest.FreeAddr(t)
 		config = strings.Replace(config, old, r.metrics, 1)
 		os.WriteFile(r.cfg, []byte(config), 0o644)
 	}

@@ -202,7 +202,7 @@ func TestSlowDatabase_journalKeepsWhatTheDeadlineCutOff(t *testing.T) {
 func TestSIGKILLUnderLoad_journalLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "orders.db")
-	addr := freeAddr(t)
+	addr := proctest.FreeAddr(t)
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	t.Logf("seed %d", seed)
@@ -238,17 +238,6 @@ func TestSIGKILLUnderLoad_journalLosesNothing(t *testing.T) {
 		t.Fatalf("everything was written, yet the journal keeps %v", left)
 	}
 	t.Logf("%d SIGKILLs: %d orders acknowledged, all written; %d requests failed (%v)", kills, len(res.Acked), res.FailedTotal(), res.Failed)
-}
-
-// freeAddr returns a loopback address with a port nobody listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // listenTCP opens a listening socket the way a supervisor does: with

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -311,4 +312,15 @@ func ForeignCopy(t testing.TB, path string) {
 	if err := os.WriteFile(path, foreign, 0o755); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FreeAddr returns a loopback TCP address nobody listens on now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

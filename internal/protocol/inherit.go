@@ -103,3 +103,18 @@ func Notify(path, state string) error {
 	_, err = conn.Write([]byte(state))
 	return err
 }
+
+// TakeWatchdog reads systemd's watchdog for this process, as
+// sd_watchdog_enabled(3) does: WATCHDOG_USEC, when WATCHDOG_PID is unset
+// or names this process; 0 without one. It removes both variables, so
+// that the processes this one starts do not inherit them.
+func TakeWatchdog() time.Duration {
+	usec, pid := os.Getenv(EnvWatchdogUsec), os.Getenv(EnvWatchdogPID)
+	os.Unsetenv(EnvWatchdogUsec)
+	os.Unsetenv(EnvWatchdogPID)
+	n, err := strconv.ParseInt(usec, 10, 64)
+	if err != nil || n <= 0 || (pid != "" && pid != strconv.Itoa(os.Getpid())) {
+		return 0
+	}
+	return time.Duration(n) * time.Microsecond
+}

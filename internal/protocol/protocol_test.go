@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -158,6 +159,34 @@ func TestStats_roundTripAndQuantile(t *testing.T) {
 	for _, bad := range []string{"2 1 0", "1 1 2" + strings.Repeat(" 0", len(StatsBuckets)+1), "1 x 0", "1 1 0 1"} {
 		if _, err := ParseStats(bad); err == nil {
 			t.Errorf("ParseStats(%q): want an error", bad)
+		}
+	}
+}
+
+// A process's watchdog is systemd's WATCHDOG_USEC when WATCHDOG_PID is
+// unset or names it, as sd_watchdog_enabled(3) reads it, and neither
+// variable is left for what it starts.
+func TestTakeWatchdog(t *testing.T) {
+	for _, tc := range []struct {
+		usec, pid string
+		want      time.Duration
+	}{
+		{"200000", "", 200 * time.Millisecond},
+		{"200000", strconv.Itoa(os.Getpid()), 200 * time.Millisecond},
+		{"200000", "1", 0}, // another process's watchdog
+		{"", "", 0},
+		{"x", "", 0},
+		{"-5", "", 0},
+	} {
+		t.Setenv(EnvWatchdogUsec, tc.usec)
+		t.Setenv(EnvWatchdogPID, tc.pid)
+		if got := TakeWatchdog(); got != tc.want {
+			t.Errorf("WATCHDOG_USEC=%q WATCHDOG_PID=%q: want %v, have %v", tc.usec, tc.pid, tc.want, got)
+		}
+		for _, k := range []string{EnvWatchdogUsec, EnvWatchdogPID} {
+			if _, set := os.LookupEnv(k); set {
+				t.Errorf("%s is still set", k)
+			}
 		}
 	}
 }

@@ -115,7 +115,12 @@ func (c *Client) Logs(ctx context.Context, program string, lines int, follow boo
 	if follow {
 		q += "&follow=1"
 	}
-	resp, err := c.send(ctx, "GET", q, nil)
+	return c.stream(ctx, q)
+}
+
+// stream GETs path and returns the body of its answer.
+func (c *Client) stream(ctx context.Context, path string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, "GET", path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -137,16 +142,7 @@ const LogsEnd = "END"
 // the stream of a baton that stopped ends with LogsEnd. The caller
 // closes the body.
 func (c *Client) FollowLogs(ctx context.Context, program string, lines int, after uint64) (io.ReadCloser, error) {
-	q := fmt.Sprintf("/v1/programs/%s/logs?lines=%d&follow=1&seq=1&after=%d", url.PathEscape(program), lines, after)
-	resp, err := c.send(ctx, "GET", q, nil)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		return nil, replyError(resp)
-	}
-	return resp.Body, nil
+	return c.stream(ctx, fmt.Sprintf("/v1/programs/%s/logs?lines=%d&follow=1&seq=1&after=%d", url.PathEscape(program), lines, after))
 }
 
 // do sends a request and decodes a JSON answer into out. A 409 (a
