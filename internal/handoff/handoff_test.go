@@ -112,6 +112,32 @@ func next(t *testing.T, p *Port) Arrival {
 	}
 }
 
+// moves sends server's end of a connection on from's port, has the
+// client write "ping", and returns the connection as it arrived on to's
+// port, once "ping" was read from it there.
+func moves(t *testing.T, client net.Conn, server *net.TCPConn, from, to *Port) Arrival {
+	t.Helper()
+	send(t, from, server)
+	io.WriteString(client, "ping")
+	a := next(t, to)
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(a.Conn, buf); err != nil || string(buf) != "ping" {
+		a.Conn.Close()
+		t.Fatalf("port %s read %q, %v", to.name, buf, err)
+	}
+	return a
+}
+
+// shared waits for SHARE on p.
+func shared(t *testing.T, p *Port) {
+	t.Helper()
+	select {
+	case <-p.Shared():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("port %s: no SHARE", p.name)
+	}
+}
+
 // The connection a draining generation sends arrives at the serving one,
 // which talks to the same client; the bytes the client sent meanwhile
 // are there.
@@ -124,18 +150,13 @@ func TestRouter_movesToTheServingGeneration(t *testing.T) {
 		t.Fatal("want HANDOVER: generation 2 serves http")
 	}
 	client, server := tcpPair(t)
-	send(t, pOld, server)
-	io.WriteString(client, "ping")
-	a := next(t, pCur)
+	a := moves(t, client, server, pOld, pCur)
 	defer a.Conn.Close()
 	if a.Returned {
 		t.Fatal("a moved connection arrived as returned")
 	}
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(a.Conn, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("read %q, %v", buf, err)
-	}
 	io.WriteString(a.Conn, "pong")
+	buf := make([]byte, 4)
 	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "pong" {
 		t.Fatalf("client read %q, %v", buf, err)
 	}
@@ -152,11 +173,7 @@ func TestPeer_share(t *testing.T) {
 	none.Share()
 	g.peer.Share()
 	for _, p := range []*Port{http, admin} {
-		select {
-		case <-p.Shared():
-		case <-time.After(10 * time.Second):
-			t.Fatalf("port %s: no SHARE", p.name)
-		}
+		shared(t, p)
 	}
 }
 
@@ -170,20 +187,9 @@ func TestRouter_sharesWithTheBakingGeneration(t *testing.T) {
 	r.SetCurrent(cur.peer)
 	r.SetBaking(bak.peer)
 	cur.peer.Share()
-	select {
-	case <-pCur.Shared():
-	case <-time.After(10 * time.Second):
-		t.Fatal("no SHARE")
-	}
+	shared(t, pCur)
 	client, server := tcpPair(t)
-	send(t, pCur, server)
-	io.WriteString(client, "ping")
-	a := next(t, pBak)
-	defer a.Conn.Close()
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(a.Conn, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("the generation baking read %q, %v", buf, err)
-	}
+	moves(t, client, server, pCur, pBak).Conn.Close()
 
 	r.SetBaking(nil)
 	_, server2 := tcpPair(t)
