@@ -396,6 +396,38 @@ func TestServe_listenerCloseTimeoutIsNotCutRequests(t *testing.T) {
 	}
 }
 
+// READY=1 comes only once the server accepts: baton stops the previous
+// generation on it, and the connections that then come here must find
+// the accept loop running. The test holds Serve before its loop (in
+// BaseContext, which Serve calls first) and watches for READY for 100 ms;
+// without the wait, READY comes at once.
+func TestServe_readyOnlyOnceAccepting(t *testing.T) {
+	entered, gate := make(chan struct{}), make(chan struct{})
+	s := newTestServer(t, Config{HTTP: &http.Server{BaseContext: func(net.Listener) context.Context {
+		close(entered)
+		<-gate
+		return context.Background()
+	}}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, http.NotFoundHandler())
+	<-entered
+	select {
+	case <-s.ready:
+		t.Fatal("READY=1 before the server accepted")
+	case <-time.After(100 * time.Millisecond): // a window to watch, not a synchronisation
+	}
+	close(gate)
+	select {
+	case <-s.ready:
+	case err := <-done:
+		t.Fatalf("Serve returned before READY: %v", err)
+	}
+	cancel()
+	if err := result(t, done); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // With BATON_STATS_INTERVAL set (baton does, for a program that bakes),
 // the server counts its requests, 5xx and latencies, and reports them on
 // its notify socket; without it, it neither counts nor reports. It runs

@@ -18,8 +18,8 @@
 //     without an exec shim: it sets BATON_LISTEN_PPID to its own pid
 //     instead of LISTEN_PID, and this package, when it is initialised,
 //     sets LISTEN_PID to the process's pid if its parent has that pid.
-//   - Readiness: with NOTIFY_SOCKET set, Serve sends READY=1 once serving,
-//     STOPPING=1 when the drain begins and STATUS= lines with its progress
+//   - Readiness: with NOTIFY_SOCKET set, Serve sends READY=1 once its
+//     server accepts connections, STOPPING=1 when the drain begins and STATUS= lines with its progress
 //     (sd_notify(3)). Without it, Notify does nothing.
 //
 // A minimal server:

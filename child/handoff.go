@@ -40,10 +40,12 @@ type handoffState struct {
 	draining                 *atomic.Bool // the Server's
 }
 
-// openHandoff opens the port of the server's listener on the process's
-// handoff socket, when it has one, the server serves plaintext and the
-// switch is on; otherwise it returns nil and connections drain as before.
-func (s *Server) openHandoff(srv *http.Server) *handoffState {
+// openPort opens the port of the server's listener on the process's
+// handoff socket, when it has one, the switch is on and srv does not
+// serve TLS; otherwise it returns nil. New calls it, so that baton's
+// acknowledgement of the HELLO comes while the application starts up,
+// not between serving and READY=1.
+func (s *Server) openPort(srv *http.Server) *handoff.Port {
 	if s.cfg.DisableIdleHandoff || s.endpoint == nil || servesTLS(srv) {
 		return nil
 	}
@@ -51,6 +53,28 @@ func (s *Server) openHandoff(srv *http.Server) *handoffState {
 	if err != nil {
 		s.log.Warn("idle connections cannot move to the next generation; they will drain", "error", err)
 		return nil
+	}
+	return port
+}
+
+// openHandoff returns the server's part in moving idle connections: with
+// the port New opened (or opens now), when the server serves plaintext
+// and the switch is on; otherwise nil, and connections drain as before.
+func (s *Server) openHandoff(srv *http.Server) *handoffState {
+	port := s.port
+	if servesTLS(srv) {
+		if port != nil {
+			// A TLSConfig set after New: take the HELLO back (DRAIN),
+			// so that baton never passes this process a connection.
+			port.Drain(s.cfg.CloseTimeout)
+			port.Close()
+		}
+		return nil
+	}
+	if port == nil {
+		if port = s.openPort(srv); port == nil {
+			return nil
+		}
 	}
 	idle := srv.IdleTimeout
 	if idle == 0 {
@@ -61,6 +85,9 @@ func (s *Server) openHandoff(srv *http.Server) *handoffState {
 
 // servesTLS reports whether srv serves TLS (see tlsListener).
 func servesTLS(srv *http.Server) bool {
+	if srv == nil {
+		return false
+	}
 	c := srv.TLSConfig
 	return c != nil && (len(c.Certificates) > 0 || c.GetCertificate != nil || c.GetConfigForClient != nil)
 }

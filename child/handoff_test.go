@@ -378,18 +378,9 @@ func TestHandoff_movedConnectionIsIdleNotNew(t *testing.T) {
 // baton acknowledged, so that baton knows where idle connections may go
 // before it stops the previous generation.
 func TestHandoff_servesBeforeTheAckReadyAfter(t *testing.T) {
-	peerConn, f, err := handoff.Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peerConn.Close()
-	e, err := handoff.Open(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	peerConn, e := handoffPeer(t)
 	s := newTestServer(t, Config{})
-	s.endpoint = e
+	s.endpoint = e // after New: the HELLO waits for Serve
 	ctx, cancel := context.WithCancel(context.Background())
 	done := serve(s, ctx, echoHandler("gen"))
 	defer func() {
@@ -397,11 +388,7 @@ func TestHandoff_servesBeforeTheAckReadyAfter(t *testing.T) {
 		result(t, done)
 	}()
 
-	buf, oob := handoff.NewBuffers()
-	hello, err := handoff.Receive(peerConn, buf, oob)
-	if err != nil || hello.Kind != handoff.Hello {
-		t.Fatalf("want HELLO, have %+v, %v", hello, err)
-	}
+	hello := expect(t, peerConn, handoff.Hello)
 	c := dial(t, s.Addr())
 	defer c.Close()
 	io.WriteString(c, post("before the ACK"))
@@ -421,4 +408,118 @@ func TestHandoff_servesBeforeTheAckReadyAfter(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("Serve returned before READY: %v", err)
 	}
+}
+
+// With an inherited handoff socket, New says HELLO: baton's answer comes
+// while the application starts up, and Serve says READY=1 without
+// another message from baton. Its drain's DRAIN is the next message.
+func TestHandoff_helloAtNew(t *testing.T) {
+	peerConn, e := handoffPeer(t)
+	inheritHandoff(t, e)
+	s := newTestServer(t, Config{})
+	hello := expect(t, peerConn, handoff.Hello)
+	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Ack, Listener: hello.Listener, FD: -1}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, echoHandler("gen"))
+	select {
+	case <-s.ready:
+	case err := <-done:
+		t.Fatalf("Serve returned before READY: %v", err)
+	}
+	cancel()
+	expect(t, peerConn, handoff.Drain)
+	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Keep, Listener: hello.Listener, FD: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := result(t, done); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A TLSConfig set between New and Serve: Serve takes New's HELLO back
+// with a DRAIN before it says READY=1, so that baton never passes it a
+// connection whose TLS state it does not have, and serves TLS.
+func TestHandoff_tlsAfterNewTakesTheHelloBack(t *testing.T) {
+	cert := testtls.New(t)
+	peerConn, e := handoffPeer(t)
+	inheritHandoff(t, e)
+	srv := &http.Server{}
+	s := newTestServer(t, Config{HTTP: srv})
+	hello := expect(t, peerConn, handoff.Hello)
+	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Ack, Listener: hello.Listener, FD: -1}); err != nil {
+		t.Fatal(err)
+	}
+	srv.TLSConfig = cert.ServerConfig()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := serve(s, ctx, echoHandler("gen"))
+	defer func() {
+		cancel()
+		result(t, done)
+	}()
+	expect(t, peerConn, handoff.Drain)
+	select {
+	case <-s.ready:
+		t.Fatal("READY=1 before the HELLO was taken back")
+	default:
+	}
+	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Keep, Listener: hello.Listener, FD: -1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.ready:
+	case err := <-done:
+		t.Fatalf("Serve returned before READY: %v", err)
+	}
+	c := dialTLS(t, s.Addr(), true, cert)
+	io.WriteString(c, post("tls"))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "gen:tls" {
+		t.Fatalf("over TLS: %q", b)
+	}
+}
+
+// handoffPeer returns both ends of a handoff socket: baton's, and the
+// process's as an Endpoint.
+func handoffPeer(t *testing.T) (*net.UnixConn, *handoff.Endpoint) {
+	t.Helper()
+	peerConn, f, err := handoff.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peerConn.Close() })
+	e, err := handoff.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return peerConn, e
+}
+
+// inheritHandoff makes e the handoff socket this process inherited, for
+// the servers New makes until the test ends.
+func inheritHandoff(t *testing.T, e *handoff.Endpoint) {
+	takeEnv()
+	was := env.handoff
+	env.handoff = e
+	t.Cleanup(func() { env.handoff = was })
+}
+
+// expect receives the next message on baton's end and fails unless it
+// is of kind.
+func expect(t *testing.T, peerConn *net.UnixConn, kind string) handoff.Message {
+	t.Helper()
+	peerConn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf, oob := handoff.NewBuffers()
+	m, err := handoff.Receive(peerConn, buf, oob)
+	if err != nil || m.Kind != kind {
+		t.Fatalf("want %s, have %+v, %v", kind, m, err)
+	}
+	return m
 }

@@ -132,6 +132,7 @@ type Server struct {
 	stats    *requestStats     // nil unless the supervisor asked for counters
 	hand     *handoffState     // nil: idle connections do not move
 	endpoint *handoff.Endpoint // the process's handoff socket, or nil
+	port     *handoff.Port     // opened by New; nil: Serve decides
 	// idleStopped is closed once the drain stopped the idle connections
 	// that move (or knew that none does).
 	idleStopped chan struct{}
@@ -167,13 +168,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.ln = &boundedListener{Listener: l, timeout: cfg.CloseTimeout, done: make(chan struct{})}
+	s.ln = &boundedListener{Listener: l, timeout: cfg.CloseTimeout, done: make(chan struct{}), accepting: make(chan struct{})}
 	s.addr = l.Addr().String()
 	if l.Addr().Network() == "unix" {
 		s.addr = "unix:" + s.addr
 	}
 	s.conns.init()
 	s.tasks.init()
+	s.port = s.openPort(cfg.HTTP)
 	return s, nil
 }
 
@@ -282,6 +284,14 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	}
 	ln = tlsListener(ln, srv)
 	go func() { serveErr <- srv.Serve(ln) }()
+	// READY only once the server accepts: the connections that come once
+	// baton stopped the previous generation are taken at once, and
+	// nothing below runs ahead of the first accept(2).
+	select {
+	case <-s.ln.accepting:
+	case err := <-serveErr:
+		serveErr <- err // failed before accepting: reported below
+	}
 	if s.hand != nil {
 		// Serving already, but READY only once baton knows this process
 		// takes connections: the previous generation's idle ones come
@@ -290,13 +300,15 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 			s.log.Warn("idle connections may not move to this generation; they will drain", "error", err)
 		}
 	}
+	// READY first: baton stops the previous generation on it, and the
+	// log line would wake baton's reader of this output ahead of it.
+	s.notify("READY=1\nSTATUS=serving on " + s.addr)
+	close(s.ready)
 	if Supervised() {
 		s.log.Info("serving", "addr", s.addr) // baton adds the generation and pid
 	} else {
 		s.log.Info("serving", "addr", s.addr, "pid", os.Getpid())
 	}
-	s.notify("READY=1\nSTATUS=serving on " + s.addr)
-	close(s.ready)
 	if s.stats != nil {
 		stop := make(chan struct{})
 		defer close(stop)
@@ -671,6 +683,14 @@ type boundedListener struct {
 	once    sync.Once
 	done    chan struct{}
 	err     error
+
+	accepting chan struct{} // closed by the first Accept
+	first     sync.Once
+}
+
+func (l *boundedListener) Accept() (net.Conn, error) {
+	l.first.Do(func() { close(l.accepting) })
+	return l.Listener.Accept()
 }
 
 func (l *boundedListener) Close() error {
