@@ -19,8 +19,9 @@
 //     instead of LISTEN_PID, and this package, when it is initialised,
 //     sets LISTEN_PID to the process's pid if its parent has that pid.
 //   - Readiness: with NOTIFY_SOCKET set, Serve sends READY=1 once its
-//     server accepts connections, STOPPING=1 when the drain begins and STATUS= lines with its progress
-//     (sd_notify(3)). Without it, Notify does nothing.
+//     server accepts connections, STOPPING=1 when the drain begins and
+//     STATUS= lines with its progress (sd_notify(3)). Without it, Notify
+//     does nothing.
 //
 // A minimal server:
 //
