@@ -141,7 +141,10 @@ type Server struct {
 
 // New takes the listening socket, inherited or its own, and returns a
 // Server that is not serving yet. Background tasks may be started before
-// Serve is called.
+// Serve is called. Under baton, New also tells baton over the handoff
+// socket that this process will take the listener's idle connections,
+// so that baton's answer comes while the application starts up: a
+// program that makes a Server is expected to Serve it.
 func New(cfg Config) (*Server, error) {
 	takeEnv()
 	cfg = withDefaults(cfg, os.Getenv(EnvStopTimeout))
