@@ -417,11 +417,7 @@ func TestServe_readyOnlyOnceAccepting(t *testing.T) {
 	case <-time.After(100 * time.Millisecond): // a window to watch, not a synchronisation
 	}
 	close(gate)
-	select {
-	case <-s.ready:
-	case err := <-done:
-		t.Fatalf("Serve returned before READY: %v", err)
-	}
+	ready(t, s, done)
 	cancel()
 	if err := result(t, done); err != nil {
 		t.Fatal(err)

@@ -395,19 +395,9 @@ func TestHandoff_servesBeforeTheAckReadyAfter(t *testing.T) {
 	if body, _ := c.response(t); body != "gen:before the ACK" {
 		t.Fatalf("before the ACK: %q", body)
 	}
-	select {
-	case <-s.ready:
-		t.Fatal("READY=1 before baton acknowledged the HELLO")
-	default:
-	}
-	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Ack, Listener: hello.Listener, FD: -1}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-s.ready:
-	case err := <-done:
-		t.Fatalf("Serve returned before READY: %v", err)
-	}
+	notReady(t, s, "READY=1 before baton acknowledged the HELLO")
+	reply(t, peerConn, handoff.Ack, hello.Listener)
+	ready(t, s, done)
 }
 
 // With an inherited handoff socket, New says HELLO: baton's answer comes
@@ -418,21 +408,13 @@ func TestHandoff_helloAtNew(t *testing.T) {
 	inheritHandoff(t, e)
 	s := newTestServer(t, Config{})
 	hello := expect(t, peerConn, handoff.Hello)
-	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Ack, Listener: hello.Listener, FD: -1}); err != nil {
-		t.Fatal(err)
-	}
+	reply(t, peerConn, handoff.Ack, hello.Listener)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := serve(s, ctx, echoHandler("gen"))
-	select {
-	case <-s.ready:
-	case err := <-done:
-		t.Fatalf("Serve returned before READY: %v", err)
-	}
+	ready(t, s, done)
 	cancel()
 	expect(t, peerConn, handoff.Drain)
-	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Keep, Listener: hello.Listener, FD: -1}); err != nil {
-		t.Fatal(err)
-	}
+	reply(t, peerConn, handoff.Keep, hello.Listener)
 	if err := result(t, done); err != nil {
 		t.Fatal(err)
 	}
@@ -448,9 +430,7 @@ func TestHandoff_tlsAfterNewTakesTheHelloBack(t *testing.T) {
 	srv := &http.Server{}
 	s := newTestServer(t, Config{HTTP: srv})
 	hello := expect(t, peerConn, handoff.Hello)
-	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Ack, Listener: hello.Listener, FD: -1}); err != nil {
-		t.Fatal(err)
-	}
+	reply(t, peerConn, handoff.Ack, hello.Listener)
 	srv.TLSConfig = cert.ServerConfig()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := serve(s, ctx, echoHandler("gen"))
@@ -459,19 +439,9 @@ func TestHandoff_tlsAfterNewTakesTheHelloBack(t *testing.T) {
 		result(t, done)
 	}()
 	expect(t, peerConn, handoff.Drain)
-	select {
-	case <-s.ready:
-		t.Fatal("READY=1 before the HELLO was taken back")
-	default:
-	}
-	if err := handoff.Send(peerConn, handoff.Message{Kind: handoff.Keep, Listener: hello.Listener, FD: -1}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-s.ready:
-	case err := <-done:
-		t.Fatalf("Serve returned before READY: %v", err)
-	}
+	notReady(t, s, "READY=1 before the HELLO was taken back")
+	reply(t, peerConn, handoff.Keep, hello.Listener)
+	ready(t, s, done)
 	c := dialTLS(t, s.Addr(), true, cert)
 	io.WriteString(c, post("tls"))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -522,4 +492,32 @@ func expect(t *testing.T, peerConn *net.UnixConn, kind string) handoff.Message {
 		t.Fatalf("want %s, have %+v, %v", kind, m, err)
 	}
 	return m
+}
+
+// reply sends baton's answer kind for listener.
+func reply(t *testing.T, peerConn *net.UnixConn, kind, listener string) {
+	t.Helper()
+	if err := handoff.Send(peerConn, handoff.Message{Kind: kind, Listener: listener, FD: -1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ready waits until s said READY=1, and fails if Serve returned first.
+func ready(t *testing.T, s *Server, done <-chan error) {
+	t.Helper()
+	select {
+	case <-s.ready:
+	case err := <-done:
+		t.Fatalf("Serve returned before READY: %v", err)
+	}
+}
+
+// notReady fails with msg if s said READY=1 already.
+func notReady(t *testing.T, s *Server, msg string) {
+	t.Helper()
+	select {
+	case <-s.ready:
+		t.Fatal(msg)
+	default:
+	}
 }
