@@ -564,14 +564,7 @@ func (g *generation) watch(post func(event), output func(*generation, []byte), l
 // while baton upgrades itself stays a zombie, with its exit status, for
 // the new image to reap.
 func reap(g *generation, pumps *sync.WaitGroup, post func(event)) {
-	var info unix.Siginfo
-	var err error
-	for {
-		err = unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
+	err := awaitExit(g.pid)
 	if err == nil { // not ECHILD: the group id is still its own
 		syscall.Kill(-g.pid, syscall.SIGKILL)
 	}
