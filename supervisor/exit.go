@@ -21,18 +21,20 @@ import (
 func awaitExit(pid int) error {
 	if f := pidfd(pid); f != nil {
 		defer f.Close()
-		if rc, err := f.SyscallConn(); err == nil {
-			var werr error
-			if rerr := rc.Read(func(uintptr) bool {
-				var done bool
-				done, werr = exited(pid, unix.WNOHANG)
-				return done || werr != nil
-			}); rerr == nil {
-				return werr
+		var done bool
+		var err error
+		if rc, cerr := f.SyscallConn(); cerr == nil {
+			// Read calls back each time the pidfd becomes readable.
+			cerr = rc.Read(func(uintptr) bool {
+				done, err = exited(pid, unix.WNOHANG)
+				return done || err != nil
+			})
+			if cerr == nil {
+				return err
 			}
 		}
 	}
-	_, err := exited(pid, 0) // no pidfd: blocks in waitid
+	_, err := exited(pid, 0) // no pidfd in the poller: block in waitid
 	return err
 }
 
