@@ -465,7 +465,7 @@ func TestStats_reportedWhenAsked(t *testing.T) {
 	p.Wait(30 * time.Second)
 
 	s := newTestServer(t, Config{})
-	defer s.ln.Close()
+	defer unserved(s)
 	if s.stats != nil {
 		t.Fatal("counting without BATON_STATS_INTERVAL")
 	}

@@ -35,11 +35,17 @@
 // # The drain
 //
 // On SIGTERM or SIGINT (or when Serve's context is cancelled) the Server:
+// New has these signals caught in the background while the application
+// starts up, so that Serve accepts without waiting for the runtime to
+// register them; one that comes before Serve still does what it does
+// with nothing caught (SIGTERM ends the process at once, a program's own
+// signal.Notify gets it).
 //
-//  1. sends STOPPING=1 and closes its own copy of the listening socket,
-//     bounded by CloseTimeout. Under a supervisor the socket stays open
-//     there and in the next generation, so connections waiting in the
-//     accept queue are not lost;
+//  1. closes its own copy of the listening socket, bounded by
+//     CloseTimeout, then sends STOPPING=1. Under a supervisor the socket
+//     stays open there and in the next generation, so connections
+//     waiting in the accept queue are not lost, and the next generation,
+//     which serves already, takes every new connection from then on;
 //  2. marks itself draining: every response carries "Connection: close",
 //     so each keep-alive client closes after its current request, Health
 //     answers 503, long-lived handlers are told (DrainContext), and every

@@ -389,7 +389,7 @@ func (w nopWriter) WriteHeader(int)             {}
 // listener and per connection).
 func TestWrap_plainRequestAllocatesOnlyItsWriter(t *testing.T) {
 	s := newTestServer(t, Config{})
-	defer s.ln.Close()
+	defer unserved(s)
 	body := []byte("ok")
 	h := s.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
 	w := nopWriter{h: http.Header{}}

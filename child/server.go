@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,7 +67,8 @@ type Config struct {
 	// every HTTP/2 connection as it begins, unless the application set
 	// TLSNextProto itself.
 	HTTP *http.Server
-	// Signals start the drain. Default SIGTERM and SIGINT.
+	// Signals start the drain. Default SIGTERM and SIGINT. They are
+	// caught from New on; one that comes before Serve is not caught.
 	Signals []os.Signal
 	// WatchdogCheck, when set, runs before each WATCHDOG=1 of systemd's
 	// watchdog (WATCHDOG_USEC, which baton sets for a program with
@@ -137,14 +137,18 @@ type Server struct {
 	// that move (or knew that none does).
 	idleStopped chan struct{}
 	ready       chan struct{} // closed once Serve said READY=1
+	sigs        *signals      // the drain's, caught from New on
 }
 
 // New takes the listening socket, inherited or its own, and returns a
 // Server that is not serving yet. Background tasks may be started before
 // Serve is called. Under baton, New also tells baton over the handoff
 // socket that this process will take the listener's idle connections,
-// so that baton's answer comes while the application starts up: a
-// program that makes a Server is expected to Serve it.
+// so that baton's answer comes while the application starts up, and
+// has Config.Signals caught in the background, so that Serve does not
+// wait for that before it accepts (a signal before Serve still does what
+// it does with nothing caught). A program that makes a Server is
+// expected to Serve it.
 func New(cfg Config) (*Server, error) {
 	takeEnv()
 	cfg = withDefaults(cfg, os.Getenv(EnvStopTimeout))
@@ -179,6 +183,7 @@ func New(cfg Config) (*Server, error) {
 	s.conns.init()
 	s.tasks.init()
 	s.port = s.openPort(cfg.HTTP)
+	s.sigs = catchSignals(s.cfg.Signals)
 	return s, nil
 }
 
@@ -235,14 +240,8 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("child: Serve called twice")
 	}
-	// A broken stdout or stderr (the supervisor died) must not kill the
-	// process in the middle of its drain: with SIGPIPE delivered to a
-	// channel, writes fail with EPIPE instead. Unlike signal.Ignore, this
-	// leaves SIGPIPE's default in place for programs this process execs.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, s.cfg.Signals...)
-	defer signal.Stop(sigs)
+	sigs, done := s.sigs.serve()
+	defer done()
 
 	srv := s.cfg.HTTP
 	if srv == nil {
@@ -329,12 +328,13 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	}
 
 	var cause error
+	var why []any // logged once the listener is closed: the line wakes baton
 	select {
 	case sig := <-sigs:
 		cause = s.lameDuck(ctx, sig, sigs, serveErr)
-		s.log.Info("draining", "signal", sig.String())
+		why = []any{"signal", sig.String()}
 	case <-ctx.Done():
-		s.log.Info("draining", "reason", context.Cause(ctx))
+		why = []any{"reason", context.Cause(ctx)}
 	case err := <-serveErr:
 		cause = fmt.Errorf("child: serve: %w", err)
 		s.log.Error("serving failed, draining", "error", err)
@@ -342,7 +342,7 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 		cause = err
 		s.log.Error("background task failed, draining", "error", err)
 	}
-	err := s.drain(srv, goaway)
+	err := s.drain(srv, goaway, why)
 	if arrived != nil {
 		s.hand.port.Close()
 		<-arrived
@@ -352,16 +352,23 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 
 // drain performs the measured sequence of DESIGN.md: stop accepting, ask
 // clients to close, wait for connections to go, shut down what remains,
-// and only then finish the background tasks.
-func (s *Server) drain(srv *http.Server, goaway func()) error {
+// and only then finish the background tasks. why, when set, is logged as
+// the reason for draining.
+func (s *Server) drain(srv *http.Server, goaway func(), why []any) error {
 	start := time.Now()
-	s.notify("STOPPING=1\nSTATUS=draining")
 
-	// 1. Close this process's copy of the listening socket. The supervisor
-	// and the next generation keep theirs, so connections waiting in the
-	// accept queue are served by the next generation.
+	// 1. Close this process's copy of the listening socket, first: until
+	// then this process takes a share of new connections from the next
+	// generation, which serves already. The supervisor and the next
+	// generation keep theirs, so connections waiting in the accept queue
+	// are served by the next generation. Only then STOPPING=1 and the log
+	// line, each of which wakes baton.
 	if err := s.ln.Close(); errors.Is(err, errCloseTimeout) {
 		s.log.Warn("closing the listener timed out; draining anyway", "timeout", s.cfg.CloseTimeout.String())
+	}
+	s.notify("STOPPING=1\nSTATUS=draining")
+	if why != nil {
+		s.log.Info("draining", why...)
 	}
 	// Under baton, when a generation that replaces this one serves,
 	// idle keep-alive connections move to it instead of draining: those

@@ -1,0 +1,75 @@
+package child
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/baton-run/baton/internal/proctest"
+)
+
+func init() {
+	// start-up-forever: New, then a start-up that never ends.
+	fakeChildren["start-up-forever"] = func() int {
+		if _, err := New(Config{Addr: "127.0.0.1:0"}); err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		fmt.Println("starting up")
+		time.Sleep(time.Hour) // the start-up under test, not a synchronisation
+		return 0
+	}
+	// catch-then-serve: New, then the program catches SIGTERM itself
+	// during its start-up and serves once it had it.
+	fakeChildren["catch-then-serve"] = func() int {
+		s, err := New(Config{Addr: "127.0.0.1:0"})
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		own := make(chan os.Signal, 1)
+		signal.Notify(own, syscall.SIGTERM)
+		fmt.Println("starting up")
+		fmt.Println("program caught", <-own)
+		signal.Stop(own)
+		return ExitCode(s.Serve(context.Background(), http.NotFoundHandler()))
+	}
+}
+
+// New catches the drain's signals ahead of Serve, but a signal during
+// the start-up still does what it did with nothing caught: SIGTERM ends
+// the process at once, by the signal.
+func TestSignals_beforeServeEndTheProcess(t *testing.T) {
+	p := proctest.Start(t, proctest.Self("start-up-forever"))
+	p.WaitOutput("starting up", 30*time.Second)
+	p.Signal(syscall.SIGTERM)
+	if code, sig := proctest.ExitCode(p.Wait(30 * time.Second)); sig != syscall.SIGTERM.String() {
+		t.Fatalf("want the process ended by SIGTERM, have exit code %d, signal %q; output:\n%s", code, sig, p.Output())
+	}
+}
+
+// A program that catches the signal itself before Serve gets it, goes on,
+// and Serve still drains on the next one.
+func TestSignals_caughtByTheProgramBeforeServe(t *testing.T) {
+	p := proctest.Start(t, proctest.Self("catch-then-serve"))
+	p.WaitOutput("starting up", 30*time.Second)
+	p.Signal(syscall.SIGTERM)
+	p.WaitOutput("program caught terminated", 30*time.Second)
+	p.WaitOutput("serving", 30*time.Second)
+	p.Signal(syscall.SIGTERM)
+	if code, sig := proctest.ExitCode(p.Wait(30 * time.Second)); code != 0 {
+		t.Fatalf("want a drain and exit 0 on the second SIGTERM, have exit code %d, signal %q; output:\n%s", code, sig, p.Output())
+	}
+}
+
+// unserved releases what New took for a Server that a test never serves.
+func unserved(s *Server) {
+	s.ln.Close()
+	_, done := s.sigs.serve()
+	done()
+}
