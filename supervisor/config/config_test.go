@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -281,5 +282,57 @@ func TestParse_commandNotFoundWarns(t *testing.T) {
 				t.Fatalf("want %q, have\n%s", tc.want, joined)
 			}
 		})
+	}
+}
+
+// A source read again unchanged (every SIGHUP) is not parsed and decoded
+// again, but validated again: what it names outside itself is looked at
+// anew (here an env file and the directory paths resolve against), and
+// changing one File changes neither the next nor the kept decode.
+func TestParse_unchangedSourceIsValidatedAgain(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	env := filepath.Join(dir, ".env")
+	os.WriteFile(env, []byte("A=1\n"), 0o600)
+	src := []byte(`program "web" {
+  command  = ["./web"]
+  env_file = [".env"]
+  after    = ["db"]
+  listener "http" { address = "127.0.0.1:8080" }
+  build { command = ["go", "build", "-o", "{output}", "."] }
+}
+program "db" {
+  command  = ["/bin/true"]
+  listener "http" { address = "127.0.0.1:8081" }
+}`)
+	parse := func(dir string) *Program {
+		t.Helper()
+		f, diags := Parse(src, "config.hcl", dir)
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		return f.Program("web")
+	}
+	first := parse(dir)
+	first.After[0], first.Build.Command[0] = "changed", "changed"
+	os.WriteFile(env, []byte("A=2\n"), 0o600)
+	again := parse(dir)
+	if strings.Join(again.Env, ",") != "A=2" || again.After[0] != "db" || again.Build.Command[0] != "go" {
+		t.Fatalf("read again: env %v (want A=2), after %v, build %v", again.Env, again.After, again.Build.Command)
+	}
+	os.WriteFile(filepath.Join(other, ".env"), []byte("A=3\n"), 0o600)
+	if p := parse(other); p.Command[0] != filepath.Join(other, "web") || strings.Join(p.Env, ",") != "A=3" {
+		t.Fatalf("in another directory: command %v, env %v", p.Command, p.Env)
+	}
+
+	// What is not done again: the parse and the decode, most of the
+	// allocations of a read.
+	other2 := append(bytes.Clone(src), "\n# another source\n"...)
+	changed := testing.AllocsPerRun(20, func() {
+		Parse(src, "config.hcl", dir)
+		Parse(other2, "config.hcl", dir)
+	}) / 2
+	same := testing.AllocsPerRun(20, func() { Parse(src, "config.hcl", dir) })
+	if same > changed/2 {
+		t.Fatalf("reading an unchanged source allocates %v times, a changed one %v: parsed again", same, changed)
 	}
 }

@@ -231,7 +231,7 @@ func (v *validator) program(rp *rawProgram) *Program {
 	}
 	p.EnvFiles, p.Env = v.envFiles(rp.EnvFile, rp.EnvFileRange, v.env(rp.Env, rp.EnvRange, true))
 	setBool(&p.CleanEnv, rp.CleanEnv)
-	p.After = rp.After
+	p.After = slices.Clone(rp.After) // the decoded file is kept for the next read (decode)
 	if rp.Type != nil {
 		switch *rp.Type {
 		case TypeService, TypeOneshot:
@@ -608,7 +608,7 @@ func parseSize(s string) (int64, error) {
 
 func (v *validator) build(b *rawBuild) *BuildConfig {
 	bc := defaultBuild(v.dir)
-	bc.Command = b.Command
+	bc.Command = slices.Clone(b.Command)
 	has := false
 	for _, a := range b.Command {
 		has = has || strings.Contains(a, OutputToken)
