@@ -102,6 +102,11 @@ func TestSmoke(t *testing.T) {
 			if r.Restarts != restarts || r.TriggerToServing.N != restarts || (restarts > 0 && r.TriggerToServing.P50 <= 0) {
 				t.Errorf("%s: want %d restarts, each timed, have %d and %+v", r.System, restarts, r.Restarts, r.TriggerToServing)
 			}
+			// Every new process gave its times, in their order: the
+			// answer came after its start-up.
+			if sp := r.Split; restarts > 0 && (sp == nil || sp.ToInit.P50 <= 0 || sp.ToStartup.P50 < 0 || sp.Startup.P50 <= 0 || sp.After.P50 <= 0) {
+				t.Errorf("%s: want trigger→serving in parts, each after the one before, have %+v", r.System, sp)
+			}
 			if (r.System == "baton" || r.System == "direct") && r.Failed != 0 {
 				t.Errorf("%s: want 0 failed requests, have %d: %v", r.System, r.Failed, r.FailedByKind)
 			}

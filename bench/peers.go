@@ -159,6 +159,10 @@ func edit(mainGo, label string) error {
 type pidAnswer struct {
 	PID  int    `json:"pid"`
 	Edit string `json:"edit"`
+	// When (app.Mono) the process was initialised and began and ended
+	// its start-up.
+	Init    int64   `json:"init"`
+	Startup []int64 `json:"startup"`
 }
 
 // probePID asks GET /pid on a new connection, so that the answer comes
@@ -482,6 +486,34 @@ func (a *airPeer) kill() {
 type peerHandover struct {
 	serving time.Duration // trigger → the first answer from the new process
 	refused time.Duration // how long the probes found nobody answering meanwhile
+	// serving's parts, by the new process's own clock readings: to its
+	// initialisation, to its start-up, the start-up, and after it; split
+	// is false when the answer had no times.
+	toInit, toStartup, startup, after time.Duration
+	split                             bool
+}
+
+// monoNow reads CLOCK_MONOTONIC in nanoseconds, as the peers' app does
+// (bench/peers/app.Mono) and as Go's time.Now does for its monotonic
+// reading, so that s.at.Sub(trigger) and the app's times compare.
+func monoNow() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// splitServing cuts serving, which began at the monotonic reading
+// trigger, at the times the new process gave in its answer a.
+func (h *peerHandover) splitServing(trigger int64, a pidAnswer) {
+	if a.Init == 0 || len(a.Startup) != 2 {
+		return
+	}
+	begin, end, served := a.Startup[0], a.Startup[1], trigger+h.serving.Nanoseconds()
+	h.toInit = time.Duration(a.Init - trigger)
+	h.toStartup = time.Duration(begin - a.Init)
+	h.startup = time.Duration(end - begin)
+	h.after = time.Duration(served - end)
+	h.split = true
 }
 
 // peerRun is one run of one system.
@@ -552,7 +584,7 @@ func runPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, opt op
 			return fail(err)
 		}
 		old := cur
-		trigger := time.Now()
+		trigger, mono := time.Now(), monoNow()
 		if err := t.restart(cur); err != nil {
 			return fail(fmt.Errorf("restart %d: %w", j, err))
 		}
@@ -560,7 +592,9 @@ func runPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, opt op
 		if err != nil {
 			return fail(fmt.Errorf("restart %d: %w", j, err))
 		}
-		run.hs = append(run.hs, peerHandover{serving: s.at.Sub(trigger), refused: s.refused})
+		h := peerHandover{serving: s.at.Sub(trigger), refused: s.refused}
+		h.splitServing(mono, s.answer)
+		run.hs = append(run.hs, h)
 		cur = s.answer.PID
 		if err := t.settle(ctx, old); err != nil {
 			return fail(fmt.Errorf("restart %d: %w", j, err))
@@ -610,6 +644,9 @@ type peerResult struct {
 	TriggerToServing pctStats `json:"trigger_to_serving_ms"`
 	// How long, per restart, the probes found nobody answering.
 	RefusedWindow pctStats `json:"refused_window_ms"`
+	// Split cuts trigger_to_serving at the new process's own readings
+	// of the clock that the benchmark reads.
+	Split *servingSplit `json:"split_ms,omitempty"`
 
 	RPS      float64 `json:"rps"`
 	RPSRatio float64 `json:"rps_ratio"` // against direct
@@ -622,13 +659,48 @@ type peerResult struct {
 	Machine   *machine `json:"machine,omitempty"`
 }
 
+// servingSplit is where trigger → serving went, each part on its own.
+// The start-up is the app's, the same for every system; what a system
+// adds is before it and after it.
+type servingSplit struct {
+	// From the trigger to the new process's package initialisation: the
+	// system's own work, the fork and exec, the Go runtime's start.
+	ToInit pctStats `json:"to_init"`
+	// From there to the app's start-up: the system's library in main
+	// (child.New, tableflip.New and Listen, overseer's fork of itself).
+	ToStartup pctStats `json:"to_startup"`
+	// The app's start-up: a 50 ms sleep, with the wake-up after it.
+	Startup pctStats `json:"startup"`
+	// From the start-up's end to the first answer from the new process:
+	// serving, readiness, the old process's stop of its accepts, and the
+	// probe itself.
+	After pctStats `json:"after_startup"`
+}
+
+func summarizeSplit(hs []peerHandover) *servingSplit {
+	var toInit, toStartup, startup, after []time.Duration
+	for _, h := range hs {
+		if !h.split {
+			return nil
+		}
+		toInit, toStartup = append(toInit, h.toInit), append(toStartup, h.toStartup)
+		startup, after = append(startup, h.startup), append(after, h.after)
+	}
+	if len(hs) == 0 {
+		return nil
+	}
+	return &servingSplit{ToInit: pcts(toInit), ToStartup: pcts(toStartup), Startup: pcts(startup), After: pcts(after)}
+}
+
 func summarizePeer(sys peerSystem, opt options, runs []*peerRun) *peerResult {
 	r := &peerResult{System: sys.name, Version: sys.version, Trigger: sys.trigger, Request: peerRequest,
 		Clients: opt.Clients, Runs: len(runs), FailedByKind: map[string]int64{}}
 	var elapsed time.Duration
 	var others, total int64
 	var lat, serving, refused []time.Duration
+	var hs []peerHandover
 	for _, run := range runs {
+		hs = append(hs, run.hs...)
 		res := run.res
 		elapsed += res.Elapsed
 		others += run.othersTicks
@@ -659,6 +731,7 @@ func summarizePeer(sys peerSystem, opt options, runs []*peerRun) *peerResult {
 	sortDurations(lat)
 	r.P50, r.P99, r.Max = ms(percentile(lat, 50)), ms(percentile(lat, 99)), ms(percentile(lat, 100))
 	r.TriggerToServing, r.RefusedWindow = pcts(serving), pcts(refused)
+	r.Split = summarizeSplit(hs)
 	return r
 }
 

@@ -273,6 +273,12 @@ func printPeers(w io.Writer, opt options, rs []*peerResult) {
 		fmt.Fprintf(w, "%-16s trigger: %s; failed by kind: %s; others used %.1f%% of the CPUs%s\n",
 			r.System+":", r.Trigger, kinds(r.FailedByKind), r.OthersCPU, busyMark(r.OthersCPU))
 	}
+	fmt.Fprintln(w, "\ntrigger→serving p50 in parts, by the new process's clock (ms): to its initialisation, to its start-up, the start-up, after it")
+	for _, r := range rs {
+		if sp := r.Split; sp != nil {
+			fmt.Fprintf(w, "%-16s %.2f + %.2f + %.2f + %.2f\n", r.System+":", sp.ToInit.P50, sp.ToStartup.P50, sp.Startup.P50, sp.After.P50)
+		}
+	}
 }
 
 // printDevLoop writes the -devloop systems as one table.
