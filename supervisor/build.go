@@ -230,16 +230,22 @@ func (b *builder) handover(changed []string, took time.Duration, out output, bas
 // its deleted file); newer ones may still be waiting for their handover.
 // A request merged with a newer one is answered with the newer binary,
 // which is why the binary comes from the result, not from the build.
+// Each handover is answered on a goroutine of its own, so the answers
+// may come out of order: one for a binary that a newer build's answer
+// removed already is late, and changes nothing.
 func (b *builder) served(binary string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.good = binary
 	var n int64 = -1
 	for _, o := range b.outputs {
 		if o.path == binary {
 			n = o.n
 		}
 	}
+	if n < 0 && b.good != "" {
+		return
+	}
+	b.good = binary
 	keep := b.outputs[:0]
 	for _, o := range b.outputs {
 		if o.n >= n {

@@ -101,9 +101,13 @@ type request struct {
 	trigger, read time.Time
 	// force starts a generation even when its binary and config already
 	// serve or already failed to start (SIGHUP, reload, restart, start).
-	force   bool
-	cfg     *config.Program // the config to start with; nil: the program's
-	lease   *lease          // cfg's sockets; released when the request ends
+	force bool
+	cfg   *config.Program // the config to start with; nil: the program's
+	lease *lease          // cfg's sockets; released when the request ends
+	// built: cfg runs the binary of the last good build (baton dev); the
+	// binary of the generation serving when the request begins wins, as
+	// the builder may not have heard of that generation's handover yet.
+	built   bool
 	replies []chan handoverResult
 }
 
@@ -557,6 +561,9 @@ func (p *program) begin(req *request) {
 	cfg, l := p.cfg, p.lease
 	if req.cfg != nil {
 		cfg, l = req.cfg, req.lease
+	}
+	if req.built && p.current != nil && len(p.current.cfg.Command) > 0 {
+		cfg = cfg.WithBinary(p.current.cfg.Command[0])
 	}
 	path, key, err := p.env.resolve(cfg)
 	if err == nil && !req.force {

@@ -249,7 +249,7 @@ func (s *Supervisor) apply(m msgApply) {
 		}
 		reply := make(chan handoverResult, 1)
 		p.post(evRequest{&request{reason: op.req.Reason, force: op.req.Force, cfg: run, lease: l, replies: []chan handoverResult{reply},
-			trigger: op.trigger, read: op.read}})
+			trigger: op.trigger, read: op.read, built: s.builders[name] != nil && s.dev(pc)}})
 		st.jobs = append(st.jobs, reloadJob{program: name, reply: reply})
 	}
 
