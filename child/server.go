@@ -67,8 +67,9 @@ type Config struct {
 	// every HTTP/2 connection as it begins, unless the application set
 	// TLSNextProto itself.
 	HTTP *http.Server
-	// Signals start the drain. Default SIGTERM and SIGINT. They are
-	// caught from New on; one that comes before Serve is not caught.
+	// Signals start the drain. Default SIGTERM and SIGINT. New has them
+	// caught in the background; one that comes before Serve does what
+	// it does without a Server (SIGTERM ends the process).
 	Signals []os.Signal
 	// WatchdogCheck, when set, runs before each WATCHDOG=1 of systemd's
 	// watchdog (WATCHDOG_USEC, which baton sets for a program with
