@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,6 +40,28 @@ func init() {
 		signal.Stop(own)
 		return ExitCode(s.Serve(context.Background(), http.NotFoundHandler()))
 	}
+	// two-servers: one Server serves with a lame duck, another is made
+	// and never served; the process ends when the first Serve returns.
+	fakeChildren["two-servers"] = func() int {
+		a, err := New(Config{Addr: "127.0.0.1:0", LameDuck: 300 * time.Millisecond})
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		if _, err := New(Config{Addr: "127.0.0.1:0"}); err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		go func() {
+			err := a.Serve(context.Background(), http.NotFoundHandler())
+			fmt.Println("first server done:", err)
+			os.Exit(ExitCode(err))
+		}()
+		<-a.ready
+		fmt.Println("first server ready")
+		time.Sleep(time.Hour) // until the first Serve ends the process
+		return 0
+	}
 }
 
 // New catches the drain's signals ahead of Serve, but a signal during
@@ -64,6 +87,20 @@ func TestSignals_caughtByTheProgramBeforeServe(t *testing.T) {
 	p.Signal(syscall.SIGTERM)
 	if code, sig := proctest.ExitCode(p.Wait(30 * time.Second)); code != 0 {
 		t.Fatalf("want a drain and exit 0 on the second SIGTERM, have exit code %d, signal %q; output:\n%s", code, sig, p.Output())
+	}
+}
+
+// With one Server serving, a signal before another Server's Serve is the
+// serving one's: the other neither raises it again (which would cut the
+// lame duck short, or end the process once the first Serve returned) nor
+// keeps it.
+func TestSignals_anotherServerServing(t *testing.T) {
+	p := proctest.Start(t, proctest.Self("two-servers"))
+	p.WaitOutput("first server ready", 30*time.Second)
+	p.Signal(syscall.SIGTERM)
+	st := p.Wait(30 * time.Second)
+	if code, sig := proctest.ExitCode(st); code != 0 || strings.Contains(p.Output(), "lame duck cut short") {
+		t.Fatalf("want the lame duck in full and exit 0, have exit code %d, signal %q; output:\n%s", code, sig, p.Output())
 	}
 }
 
