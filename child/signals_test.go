@@ -17,13 +17,14 @@ import (
 func init() {
 	// start-up-forever: New, then a start-up that never ends.
 	fakeChildren["start-up-forever"] = func() int {
-		if _, err := New(Config{Addr: "127.0.0.1:0"}); err != nil {
+		s, err := New(Config{Addr: "127.0.0.1:0"})
+		if err != nil {
 			fmt.Println(err)
 			return 1
 		}
+		<-s.sigs.registered // the signal under test comes once they are caught
 		fmt.Println("starting up")
-		time.Sleep(time.Hour) // the start-up under test, not a synchronisation
-		return 0
+		select {} // a start-up that never ends: only a signal ends the process
 	}
 	// catch-then-serve: New, then the program catches SIGTERM itself
 	// during its start-up and serves once it had it.
@@ -35,6 +36,7 @@ func init() {
 		}
 		own := make(chan os.Signal, 1)
 		signal.Notify(own, syscall.SIGTERM)
+		<-s.sigs.registered
 		fmt.Println("starting up")
 		fmt.Println("program caught", <-own)
 		signal.Stop(own)
@@ -48,10 +50,12 @@ func init() {
 			fmt.Println(err)
 			return 1
 		}
-		if _, err := New(Config{Addr: "127.0.0.1:0"}); err != nil {
+		b, err := New(Config{Addr: "127.0.0.1:0"})
+		if err != nil {
 			fmt.Println(err)
 			return 1
 		}
+		<-b.sigs.registered
 		go func() {
 			err := a.Serve(context.Background(), http.NotFoundHandler())
 			fmt.Println("first server done:", err)
@@ -59,8 +63,7 @@ func init() {
 		}()
 		<-a.ready
 		fmt.Println("first server ready")
-		time.Sleep(time.Hour) // until the first Serve ends the process
-		return 0
+		select {} // the first Serve's goroutine ends the process
 	}
 }
 
