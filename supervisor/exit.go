@@ -21,13 +21,13 @@ import (
 func awaitExit(pid int) error {
 	if f := pidfd(pid); f != nil {
 		defer f.Close()
-		var done bool
-		var err error
 		if rc, cerr := f.SyscallConn(); cerr == nil {
+			var err error
 			// Read calls back each time the pidfd becomes readable.
 			cerr = rc.Read(func(uintptr) bool {
-				done, err = exited(pid, unix.WNOHANG)
-				return done || err != nil
+				done, werr := exited(pid, unix.WNOHANG)
+				err = werr
+				return done || werr != nil
 			})
 			if cerr == nil {
 				return err
