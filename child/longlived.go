@@ -33,11 +33,12 @@ type connKey struct{}
 // unchanged. Plain requests need not call it: they finish under the drain
 // as they are.
 //
-// The connection of a request that was told is closed as soon as its
-// response ends, rather than kept for the client's next request: the
+// The HTTP/1.1 connection of a request that was told is closed as soon as
+// its response ends, rather than kept for the client's next request: the
 // response began before the drain, without "Connection: close", and the
 // client, which is about to reconnect, would otherwise reuse it to reach
-// this draining process once more.
+// this draining process once more. An HTTP/2 connection got GOAWAY when
+// the drain began; it closes once its streams ended and were sent.
 func DrainContext(ctx context.Context) context.Context {
 	s, ok := ctx.Value(serverKey{}).(*Server)
 	if !ok {

@@ -253,18 +253,20 @@ func TestServe_tls(t *testing.T) {
 	}
 }
 
-// HTTP/2 at the drain, over TLS and h2c: the stream in flight completes,
-// and a connection with no stream gets GOAWAY at once, so the drain does
-// not wait for its drain timeout (a minute here, longer than result
-// waits).
-func TestDrain_http2GoAway(t *testing.T) {
+// http2Setup is a server and a client transport that speak HTTP/2 to
+// each other, and the scheme of its URLs.
+type http2Setup struct {
+	name   string
+	scheme string
+	srv    func() *http.Server
+	tr     func() *http.Transport
+}
+
+// http2Setups are HTTP/2 over TLS and unencrypted (h2c), each with the
+// client speaking nothing else.
+func http2Setups(t *testing.T) []http2Setup {
 	cert := testtls.New(t)
-	for _, tc := range []struct {
-		name   string
-		scheme string
-		srv    func() *http.Server
-		tr     func() *http.Transport
-	}{
+	return []http2Setup{
 		{"tls", "https",
 			func() *http.Server { return &http.Server{TLSConfig: cert.ServerConfig()} },
 			func() *http.Transport {
@@ -284,7 +286,15 @@ func TestDrain_http2GoAway(t *testing.T) {
 				tr.Protocols.SetUnencryptedHTTP2(true)
 				return tr
 			}},
-	} {
+	}
+}
+
+// HTTP/2 at the drain, over TLS and h2c: the stream in flight completes,
+// and a connection with no stream gets GOAWAY at once, so the drain does
+// not wait for its drain timeout (a minute here, longer than result
+// waits).
+func TestDrain_http2GoAway(t *testing.T) {
+	for _, tc := range http2Setups(t) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newTestServer(t, Config{HTTP: tc.srv(), DrainTimeout: time.Minute})
 			started := make(chan struct{}, 1)
@@ -373,6 +383,51 @@ func TestDrainContext_connectionClosedWhenTheStreamEnds(t *testing.T) {
 	}
 	if err := result(t, done); err != nil {
 		t.Fatalf("Serve: want nil, have %v", err)
+	}
+}
+
+// An HTTP/2 stream told of the drain keeps its last words: the goodbye
+// the handler writes as it returns, which the HTTP/2 server sends only
+// after the stream's end, reaches the client, and the body ends cleanly.
+// Closing the connection as an HTTP/1.1 one is closed after its long-lived
+// response (the test above) would cut off what the HTTP/2 server still
+// held; GOAWAY closes it instead, once its streams are done.
+func TestDrainContext_http2StreamKeepsItsGoodbye(t *testing.T) {
+	for _, tc := range http2Setups(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestServer(t, Config{HTTP: tc.srv(), DrainTimeout: time.Minute})
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ctx := DrainContext(r.Context())
+				fmt.Fprint(w, "data: first\n\n")
+				http.NewResponseController(w).Flush()
+				<-ctx.Done()
+				fmt.Fprint(w, "event: goodbye\ndata: reconnect\n\n") // no Flush: the end of the stream sends it
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := serve(s, ctx, h)
+			c := &http.Client{Transport: tc.tr()}
+			defer c.CloseIdleConnections()
+			resp, err := c.Get(tc.scheme + "://" + s.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Fatalf("want HTTP/2, served %s", resp.Proto)
+			}
+			br := bufio.NewReader(resp.Body)
+			if line, err := br.ReadString('\n'); line != "data: first\n" {
+				t.Fatalf("first event: %q %v", line, err)
+			}
+			cancel()
+			rest, err := io.ReadAll(br)
+			if err != nil || !strings.Contains(string(rest), "event: goodbye") {
+				t.Fatalf("after the drain began: want the goodbye and a clean end, have %q, %v", rest, err)
+			}
+			if err := result(t, done); err != nil {
+				t.Fatalf("Serve: want nil, have %v", err)
+			}
+		})
 	}
 }
 

@@ -458,6 +458,12 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)
+		if r.ProtoMajor == 2 {
+			// Before the handler can ask for DrainContext.
+			if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+				s.conns.servesHTTP2(c)
+			}
+		}
 		var start time.Time
 		if s.stats != nil {
 			start = time.Now()
@@ -555,6 +561,7 @@ type connCounter struct {
 	changed  chan struct{}         // closed and replaced on every change
 	hijacked map[net.Conn]struct{} // open, taken over by a handler
 	closing  map[net.Conn]struct{} // to close when their response ends
+	http2    map[net.Conn]struct{} // open, serving HTTP/2: never in closing
 	cut      bool                  // the hijacked ones were cut off
 	late     int                   // hijacked after that, and closed at once
 }
@@ -563,6 +570,7 @@ func (c *connCounter) init() {
 	c.changed = make(chan struct{})
 	c.hijacked = make(map[net.Conn]struct{})
 	c.closing = make(map[net.Conn]struct{})
+	c.http2 = make(map[net.Conn]struct{})
 }
 
 func (c *connCounter) track(conn net.Conn, state http.ConnState) {
@@ -588,6 +596,7 @@ func (c *connCounter) count(conn net.Conn, state http.ConnState) (closeIt bool) 
 		return false
 	case http.StateClosed:
 		delete(c.closing, conn)
+		delete(c.http2, conn)
 		c.n--
 	case http.StateHijacked:
 		delete(c.closing, conn)
@@ -612,13 +621,25 @@ func (c *connCounter) changedLocked() {
 }
 
 // closeWhenIdle marks conn, which carries a long-lived response that was
-// told of the drain, to be closed when that response ends.
+// told of the drain, to be closed when that response ends: an HTTP/1.1
+// connection. An HTTP/2 one is left to its GOAWAY: its server calls
+// ConnState when a stream's last frame is buffered, not yet sent, so a
+// close there would cut off the stream's end, the goodbye with it.
 func (c *connCounter) closeWhenIdle(conn net.Conn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.hijacked[conn]; !ok {
+	_, hijacked := c.hijacked[conn]
+	_, multiplexed := c.http2[conn]
+	if !hijacked && !multiplexed {
 		c.closing[conn] = struct{}{}
 	}
+}
+
+// servesHTTP2 notes that conn carries HTTP/2 streams, until it closes.
+func (c *connCounter) servesHTTP2(conn net.Conn) {
+	c.mu.Lock()
+	c.http2[conn] = struct{}{}
+	c.mu.Unlock()
 }
 
 // release uncounts a hijacked connection its handler closed.
