@@ -35,11 +35,9 @@
 // # The drain
 //
 // On SIGTERM or SIGINT (or when Serve's context is cancelled) the Server:
-// New has these signals caught in the background while the application
-// starts up, so that Serve accepts without waiting for the runtime to
-// register them; one that comes before Serve still does what it does
-// with nothing caught (SIGTERM ends the process at once, a program's own
-// signal.Notify gets it).
+// Serve catches these signals before it accepts; one that comes before
+// Serve does what it does with nothing caught (SIGTERM ends the process at
+// once, a program's own signal.Notify gets it).
 //
 //  1. closes its own copy of the listening socket, bounded by
 //     CloseTimeout, then sends STOPPING=1. Under a supervisor the socket

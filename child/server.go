@@ -138,7 +138,7 @@ type Server struct {
 	// that move (or knew that none does).
 	idleStopped chan struct{}
 	ready       chan struct{} // closed once Serve said READY=1
-	sigs        *signals      // the drain's, caught from New on
+	sigs        *signals      // the drain's, caught by Serve
 }
 
 // New takes the listening socket, inherited or its own, and returns a
@@ -184,7 +184,7 @@ func New(cfg Config) (*Server, error) {
 	s.conns.init()
 	s.tasks.init()
 	s.port = s.openPort(cfg.HTTP)
-	s.sigs = catchSignals(s.cfg.Signals)
+	s.sigs = prepareSignals(s.cfg.Signals)
 	return s, nil
 }
 
@@ -241,8 +241,8 @@ func (s *Server) Serve(ctx context.Context, h http.Handler) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("child: Serve called twice")
 	}
-	sigs, done := s.sigs.serve()
-	defer done()
+	sigs, stop := s.sigs.catch()
+	defer stop()
 
 	srv := s.cfg.HTTP
 	if srv == nil {

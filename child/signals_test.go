@@ -22,7 +22,7 @@ func init() {
 			fmt.Println(err)
 			return 1
 		}
-		<-s.sigs.registered // the signal under test comes once they are caught
+		<-s.sigs.ready // New's part is done: the signal under test comes after it
 		fmt.Println("starting up")
 		select {} // a start-up that never ends: only a signal ends the process
 	}
@@ -36,7 +36,7 @@ func init() {
 		}
 		own := make(chan os.Signal, 1)
 		signal.Notify(own, syscall.SIGTERM)
-		<-s.sigs.registered
+		<-s.sigs.ready
 		fmt.Println("starting up")
 		fmt.Println("program caught", <-own)
 		signal.Stop(own)
@@ -55,7 +55,7 @@ func init() {
 			fmt.Println(err)
 			return 1
 		}
-		<-b.sigs.registered
+		<-b.sigs.ready
 		go func() {
 			err := a.Serve(context.Background(), http.NotFoundHandler())
 			fmt.Println("first server done:", err)
@@ -67,9 +67,8 @@ func init() {
 	}
 }
 
-// New catches the drain's signals ahead of Serve, but a signal during
-// the start-up still does what it did with nothing caught: SIGTERM ends
-// the process at once, by the signal.
+// Nothing catches the drain's signals before Serve: SIGTERM during the
+// start-up, after New, ends the process at once, by the signal.
 func TestSignals_beforeServeEndTheProcess(t *testing.T) {
 	p := proctest.Start(t, proctest.Self("start-up-forever"))
 	p.WaitOutput("starting up", 30*time.Second)
@@ -79,8 +78,10 @@ func TestSignals_beforeServeEndTheProcess(t *testing.T) {
 	}
 }
 
-// A program that catches the signal itself before Serve gets it, goes on,
-// and Serve still drains on the next one.
+// A program that catches the signal itself before Serve gets it, and only
+// it: the program goes on, stops catching, and Serve drains on the next
+// one. (A signal raised again by the child, as it once did, could come
+// after the program stopped catching and end the process.)
 func TestSignals_caughtByTheProgramBeforeServe(t *testing.T) {
 	p := proctest.Start(t, proctest.Self("catch-then-serve"))
 	p.WaitOutput("starting up", 30*time.Second)
@@ -93,10 +94,9 @@ func TestSignals_caughtByTheProgramBeforeServe(t *testing.T) {
 	}
 }
 
-// With one Server serving, a signal before another Server's Serve is the
-// serving one's: the other neither raises it again (which would cut the
-// lame duck short, or end the process once the first Serve returned) nor
-// keeps it.
+// With one Server serving and another made but never served, a signal is
+// the serving one's alone: its lame duck runs in full and the process
+// exits 0.
 func TestSignals_anotherServerServing(t *testing.T) {
 	p := proctest.Start(t, proctest.Self("two-servers"))
 	p.WaitOutput("first server ready", 30*time.Second)
@@ -110,6 +110,5 @@ func TestSignals_anotherServerServing(t *testing.T) {
 // unserved releases what New took for a Server that a test never serves.
 func unserved(s *Server) {
 	s.ln.Close()
-	_, done := s.sigs.serve()
-	done()
+	<-s.sigs.ready
 }
