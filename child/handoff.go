@@ -1,6 +1,7 @@
 package child
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -280,6 +281,10 @@ func (l movingListener) Accept() (net.Conn, error) {
 // a timeout, which http.Server takes for a quiet end (no reply).
 var errMoved = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
+// h2cPreface is how an HTTP/2 client without TLS begins (RFC 9113, 3.4),
+// as far as it tells it from HTTP/1.1: the method.
+var h2cPreface = []byte("PRI")
+
 // aLongTimeAgo stops a read at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -306,9 +311,10 @@ type movableConn struct {
 	readDone *sync.Cond // signalled when a read returns, for stop
 	stopping bool       // asked to move: its idle read is being stopped
 	move     bool       // stopped with nothing read: Close passes it on
-	pinned   bool       // never moves: it came back, or was hijacked
+	pinned   bool       // never moves: it came back, was hijacked, or speaks h2c
 	shared   bool       // moves to the generation baking once idle
 	closed   bool
+	spoke    bool // the client's first bytes were read
 	// movedIn: passed in from the previous generation, no byte read
 	// yet. The server's header timeout starts at the first byte, as it
 	// does on an idle connection.
@@ -402,6 +408,14 @@ func (c *movableConn) Read(p []byte) (int, error) {
 		c.readDone.Broadcast()
 	}
 	if n > 0 {
+		if !c.spoke {
+			// HTTP/2 without TLS (h2c) begins with "PRI * HTTP/2.0",
+			// a method no HTTP/1.1 request has. Its frames mean nothing
+			// to the next generation as HTTP/1.1, and GOAWAY closes it.
+			// (A first read shorter than "PRI" is taken for HTTP/1.1.)
+			c.spoke = true
+			c.pinned = c.pinned || bytes.HasPrefix(p[:n], h2cPreface)
+		}
 		c.waiting, c.movedIn = false, false
 	}
 	if c.stopping {

@@ -2,6 +2,7 @@ package child
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"github.com/baton-run/baton/internal/handoff"
 	"github.com/baton-run/baton/internal/testtls"
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // The handoff tests run two generations in this process: an old server
@@ -349,6 +352,61 @@ func dialTLS(t *testing.T, addr string, useTLS bool, cert *testtls.Cert) net.Con
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// An idle h2c connection (HTTP/2 without TLS) never moves: the next
+// generation would read its frames as HTTP/1.1. At the drain it gets
+// GOAWAY and stays open until its client closes it, rather than being cut
+// off in the middle of the server's read by the stop that moves an idle
+// HTTP/1.1 connection, which lost a request on its way.
+func TestHandoff_h2cConnectionGetsGoAway(t *testing.T) {
+	h2c := func() Config {
+		srv := &http.Server{Protocols: new(http.Protocols)}
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+		return Config{HTTP: srv}
+	}
+	r := handoff.NewRouter(hclog.NewNullLogger())
+	old := startGeneration(t, r, 1, "old", h2c())
+	cur := startGeneration(t, r, 2, "new", h2c())
+	r.SetCurrent(cur.peer)
+	c := dial(t, old.s.Addr())
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	// One request, and nothing more from the client: the server's frame
+	// reader is in its read when the stream's end makes the connection
+	// idle (the server calls ConnState before it sends the end).
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("before the drain: %v", err)
+		}
+		if f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream) {
+			break
+		}
+	}
+	old.stop()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("the connection ended without GOAWAY: %v", err)
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			break
+		}
+	}
+	c.Close()
+	if err := old.wait(t); err != nil {
+		t.Fatalf("old drain: %v", err)
+	}
 }
 
 // A connection that moved is idle, not new, to the server that takes it:
