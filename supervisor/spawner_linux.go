@@ -6,7 +6,6 @@ import (
 	"syscall"
 
 	"github.com/baton-run/baton/internal/reaper"
-	"github.com/baton-run/baton/internal/sched"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,12 +81,11 @@ func (s *spawner) start(cmd *exec.Cmd) error {
 	return <-err
 }
 
-// exec replaces the process image from the spawner's thread, with the
-// kernel's default time slice (sched.Fork) for the new image to begin
-// with. It returns only when the exec failed.
+// exec replaces the process image from the spawner's thread. It returns
+// only when the exec failed.
 func (s *spawner) exec(path string, argv, env []string) error {
 	err := make(chan error, 1)
-	s.reqs <- func() { err <- sched.Fork(func() error { return syscall.Exec(path, argv, env) }) }
+	s.reqs <- func() { err <- syscall.Exec(path, argv, env) }
 	return <-err
 }
 

@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/baton-run/baton/internal/sched"
 	"github.com/baton-run/baton/supervisor"
 	"github.com/baton-run/baton/supervisor/config"
 )
@@ -76,9 +75,6 @@ func notifySignals() chan os.Signal {
 // calling goroutine, which main keeps on the main thread (see main.go).
 func runSupervisor(sup *supervisor.Supervisor, sigs chan os.Signal) int {
 	defer startInit(sup.Logger())()
-	if err := sched.Prompt(); err != nil {
-		sup.Logger().Debug("no shorter time slice for baton's threads", "error", err)
-	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	defer signal.Stop(sigs)
@@ -96,8 +92,8 @@ func runSupervisor(sup *supervisor.Supervisor, sigs chan os.Signal) int {
 			case sig := <-sigs:
 				switch {
 				case sig == syscall.SIGHUP:
-					go sup.Reload(ctx, supervisor.ReloadRequest{Reason: "SIGHUP", Force: true})
 					log.Info("SIGHUP: reloading the config and handing over every program")
+					go sup.Reload(ctx, supervisor.ReloadRequest{Reason: "SIGHUP", Force: true})
 				case sig == syscall.SIGUSR2:
 					log.Info("SIGUSR2: replacing baton by the binary on disk, in place")
 					go sup.Upgrade(ctx, nil) // its outcome is logged

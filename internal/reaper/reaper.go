@@ -24,7 +24,6 @@ import (
 	"syscall"
 
 	"github.com/baton-run/baton/internal/procfs"
-	"github.com/baton-run/baton/internal/sched"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,12 +37,11 @@ var own = struct {
 }{pids: map[int]struct{}{}}
 
 // Start starts cmd as one of baton's own children: the reaper leaves it
-// to cmd.Wait. Call Forget with its pid once Wait returned. The child
-// starts with the kernel's default time slice (sched.Fork), not baton's.
+// to cmd.Wait. Call Forget with its pid once Wait returned.
 func Start(cmd *exec.Cmd) error {
 	own.mu.Lock()
 	defer own.mu.Unlock()
-	if err := sched.Fork(cmd.Start); err != nil {
+	if err := cmd.Start(); err != nil {
 		return err
 	}
 	own.pids[cmd.Process.Pid] = struct{}{}
