@@ -308,6 +308,7 @@ type movableConn struct {
 	// period, into an empty buffer, and returned nothing yet.
 	waiting  bool
 	inRead   bool
+	reads    uint64     // reads begun: stop waits for one read, not the next
 	readDone *sync.Cond // signalled when a read returns, for stop
 	stopping bool       // asked to move: its idle read is being stopped
 	move     bool       // stopped with nothing read: Close passes it on
@@ -346,7 +347,10 @@ func (c *movableConn) pin() {
 // next) returns at once with nothing read. A busy one stays. When a read
 // was in progress, stop waits until it returned: a byte the client sends
 // after stop returned is not read by this process (a read system call
-// already under way could take it, past the deadline).
+// already under way could take it, past the deadline). It waits for that
+// read only: when the read took bytes after all, the stop was given up,
+// and the server's next read, under its own deadline, may wait for the
+// client as long as it likes without holding up the drain.
 func (c *movableConn) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -359,7 +363,7 @@ func (c *movableConn) stop() {
 		if c.readDone == nil {
 			c.readDone = sync.NewCond(&c.mu)
 		}
-		for c.inRead {
+		for r := c.reads; c.inRead && c.reads == r; {
 			c.readDone.Wait()
 		}
 	}
@@ -391,6 +395,7 @@ func (c *movableConn) Read(p []byte) (int, error) {
 	}
 	first := c.movedIn && c.waiting
 	c.inRead = true
+	c.reads++
 	c.mu.Unlock()
 
 	var n int

@@ -247,6 +247,75 @@ func TestHandoff_byteByByteAcrossTheHandover(t *testing.T) {
 	}
 }
 
+// stop waits for the read it stopped, and for no read after it. When
+// that read took the client's first bytes after all (they came before
+// the stop's deadline), the stop is given up and the connection stays;
+// the server's next read, which waits for the rest of the request under
+// its own header deadline, must not hold up the drain, which stops the
+// other idle connections one after the other. (Found as a 30 s stall of
+// TestHandoff_byteByByteAcrossTheHandover, whose clients wait for the
+// drain's stop of the idle connections before they send the rest.)
+func TestHandoff_stopWaitsOnlyForTheReadItStopped(t *testing.T) {
+	sc := &scriptedConn{began: make(chan int, 2), past: make(chan struct{}, 1),
+		release: []chan int{make(chan int, 1), make(chan int, 1)}}
+	c := &movableConn{Conn: sc, idle: true}
+	defer func() { sc.release[1] <- 0 }() // the second read returns at last
+
+	go func() {
+		buf := make([]byte, 4096)
+		n, _ := c.Read(buf) // the first of an idle period: stopped
+		c.Read(buf[n:])     // the rest of the request: not stopped
+	}()
+	<-sc.began // the first read waits in the kernel
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		c.stop()
+	}()
+	<-sc.past                    // the stop set its deadline and waits
+	sc.release[0] <- 4           // the first read took 4 bytes all the same
+	if r := <-sc.began; r != 1 { // and the server reads on
+		t.Fatalf("read %d began, want the second", r)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second): // a failure's bound, not a timing
+		t.Fatal("stop still waits, for a read that began after the one it stopped")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopping || c.move {
+		t.Fatalf("a connection whose first bytes were read stays: stopping %v, move %v", c.stopping, c.move)
+	}
+}
+
+// scriptedConn is a connection whose reads return when the test says,
+// whatever their deadline: read i reports that it began on began, and
+// returns the count it receives on release[i]. past says when a read
+// deadline in the past was set.
+type scriptedConn struct {
+	net.Conn
+	began   chan int
+	past    chan struct{}
+	release []chan int
+	reads   int
+}
+
+func (c *scriptedConn) Read(p []byte) (int, error) {
+	i := c.reads
+	c.reads++
+	c.began <- i
+	n := <-c.release[i]
+	return n, nil
+}
+
+func (c *scriptedConn) SetReadDeadline(t time.Time) error {
+	if !t.IsZero() && t.Before(time.Now()) {
+		c.past <- struct{}{}
+	}
+	return nil
+}
+
 // Bytes of a next request that the old server read with the previous one
 // (pipelining) are in its buffer: such a connection does not move then;
 // the old server answers that request whole, and the connection moves
