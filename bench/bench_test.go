@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -490,4 +493,59 @@ func (w testWriter) Write(p []byte) (int, error) {
 		w.t.Log(line)
 	}
 	return len(p), nil
+}
+
+// TestWaitServed_earliestAnswer: of the new process's answers, the one it
+// gave first is the result, even when a later one was received sooner;
+// the probes run side by side; a failed probe opens a refused window.
+func TestWaitServed_earliestAnswer(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		n        int
+		arrived  = make(chan struct{}) // the new process's first probe came
+		received = make(chan struct{}) // the harness has its later answer
+		once     sync.Once
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		i := n
+		mu.Unlock()
+		switch i {
+		case 1: // the old process
+			fmt.Fprint(w, `{"pid":1}`)
+		case 2: // nobody answers
+			panic(http.ErrAbortHandler)
+		case 3:
+			// The new process's first answer, given at 100, reaches the
+			// harness only after a later one, given at 200.
+			close(arrived)
+			select {
+			case <-received:
+			case <-time.After(30 * time.Second): // bounds a failure only
+				t.Error("no probe ran beside the one held")
+			}
+			fmt.Fprint(w, `{"pid":2,"at":100}`)
+		default:
+			<-arrived
+			fmt.Fprint(w, `{"pid":2,"at":200}`)
+		}
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	s, err := waitServed(context.Background(), addr, time.Minute, time.Millisecond, func(a pidAnswer) bool {
+		if a.At == 200 {
+			once.Do(func() { close(received) })
+		}
+		return a.PID == 2
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.answer.PID != 2 || s.answer.At != 100 {
+		t.Errorf("want the answer given first (at 100), have %+v", s.answer)
+	}
+	if s.failed != 1 || s.refused <= 0 {
+		t.Errorf("want the failed probe counted, and its window, have %d failed, %v", s.failed, s.refused)
+	}
 }

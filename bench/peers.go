@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -163,6 +164,7 @@ type pidAnswer struct {
 	// its start-up.
 	Init    int64   `json:"init"`
 	Startup []int64 `json:"startup"`
+	At      int64   `json:"at"` // when (app.Mono) it answered
 }
 
 // probePID asks GET /pid on a new connection, so that the answer comes
@@ -185,49 +187,114 @@ func probePID(ctx context.Context, c *http.Client, addr string) (pidAnswer, erro
 // served is what waitServed saw between a trigger and the first answer
 // of the new process.
 type served struct {
-	at      time.Time // the first answer that accept took was received
-	answer  pidAnswer
+	at      time.Time     // the answer that accept took was received
+	answer  pidAnswer     // of those accept took, the one answered first (answer.At)
 	refused time.Duration // probes failed: from each failure to the next answer, summed
 	failed  int           // probes that failed
 }
 
-// waitServed probes GET /pid, a new connection every millisecond, until
-// an answer is one accept takes, and measures meanwhile how long the
-// address answered nothing.
-func waitServed(ctx context.Context, addr string, timeout time.Duration, accept func(pidAnswer) bool) (served, error) {
+// peerProbeEvery is how often the peers mode starts a probe. Each
+// starts on time, whether the ones before have their answers or not:
+// under the load one probe takes 1 to 2 ms, so probes that each waited
+// for the one before found a new process that began to accept 1 to 2 ms
+// late, more than the systems differ by, while a system whose new
+// process finds probes already waiting in the listen queue (overseer's:
+// nobody accepts during its start-up) never pays that delay. Started
+// every 0.5 ms, the delay is 0.25 ms on average for every system.
+const peerProbeEvery = 500 * time.Microsecond
+
+// maxProbes bounds the probes under way: a probe is skipped while that
+// many wait for their answers.
+const maxProbes = 64
+
+// probe starts GET /pid on a new connection every `every`, not waiting
+// for the answers of the ones before (see peerProbeEvery), until stop is
+// closed, and gives seen each one's start, end and outcome; seen is
+// called from many goroutines at once. It returns once every probe
+// it started has ended.
+func probe(ctx context.Context, addr string, every time.Duration, stop <-chan struct{}, seen func(start, end time.Time, a pidAnswer, err error)) {
 	c := newHealthClient()
 	defer c.CloseIdleConnections()
-	var s served
-	var down time.Time // the first failed probe since the last answer
-	deadline := time.Now().Add(timeout)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, maxProbes)
+	next := time.Now()
 	for {
-		start := time.Now()
-		a, err := probePID(ctx, c, addr)
-		now := time.Now()
-		if err != nil {
-			s.failed++
-			if down.IsZero() {
-				down = start
-			}
-		} else {
-			if !down.IsZero() {
-				s.refused += now.Sub(down)
-				down = time.Time{}
-			}
-			if accept(a) {
-				s.at, s.answer = now, a
-				return s, nil
-			}
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)): // the probes' cadence, not a synchronisation
 		}
-		if now.After(deadline) {
-			return s, fmt.Errorf("no new process answered on %s within %v (last: %+v, %v)", addr, timeout, a, err)
+		next = next.Add(every)
+		if now := time.Now(); next.Before(now) {
+			next = now // late: the next one at once, not a burst
 		}
 		select {
-		case <-ctx.Done():
-			return s, ctx.Err()
-		case <-time.After(time.Millisecond): // polling a server, not synchronising
+		case slots <- struct{}{}:
+		default:
+			continue
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			start := time.Now()
+			a, err := probePID(ctx, c, addr)
+			seen(start, time.Now(), a, err)
+		}()
 	}
+}
+
+// waitServed probes GET /pid, a new connection every `every`, until an
+// answer is one accept takes, and measures meanwhile how long the
+// address answered nothing. The probes under way then are waited for: of
+// the answers accept takes, the one the server gave first
+// (pidAnswer.At) is the result.
+func waitServed(ctx context.Context, addr string, timeout, every time.Duration, accept func(pidAnswer) bool) (served, error) {
+	var (
+		mu    sync.Mutex
+		s     served
+		found bool
+		down  time.Time // the first failed probe since the last answer
+		last  string    // the last probe's outcome, for the error
+	)
+	stop := make(chan struct{}) // closed at the first answer accept takes, or the timeout
+	var once sync.Once
+	timer := time.AfterFunc(timeout, func() { once.Do(func() { close(stop) }) })
+	defer timer.Stop()
+	probe(ctx, addr, every, stop, func(start, end time.Time, a pidAnswer, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		last = fmt.Sprintf("%+v, %v", a, err)
+		if err != nil {
+			s.failed++
+			if down.IsZero() || start.Before(down) {
+				down = start
+			}
+			return
+		}
+		if !down.IsZero() {
+			s.refused += end.Sub(down)
+			down = time.Time{}
+		}
+		if !accept(a) {
+			return
+		}
+		if !found || (a.At > 0 && a.At < s.answer.At) {
+			s.at, s.answer = end, a
+		}
+		found = true
+		once.Do(func() { close(stop) })
+	})
+	switch {
+	case found:
+		return s, nil
+	case ctx.Err() != nil:
+		return s, ctx.Err()
+	}
+	return s, fmt.Errorf("no new process answered on %s within %v (last: %s)", addr, timeout, last)
 }
 
 // alive reports whether pid is a process that has not exited: a zombie
@@ -546,7 +613,7 @@ func runPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, opt op
 		return nil, fmt.Errorf("%s: %w", sys.name, err)
 	}
 	defer t.kill()
-	first, err := waitServed(ctx, addr, startTimeout, func(pidAnswer) bool { return true })
+	first, err := waitServed(ctx, addr, startTimeout, time.Millisecond, func(pidAnswer) bool { return true })
 	if err != nil {
 		return nil, fmt.Errorf("%s: start: %w", sys.name, err)
 	}
@@ -588,11 +655,16 @@ func runPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, opt op
 		if err := t.restart(cur); err != nil {
 			return fail(fmt.Errorf("restart %d: %w", j, err))
 		}
-		s, err := waitServed(ctx, addr, startTimeout, func(a pidAnswer) bool { return a.PID != old })
+		s, err := waitServed(ctx, addr, startTimeout, peerProbeEvery, func(a pidAnswer) bool { return a.PID != old })
 		if err != nil {
 			return fail(fmt.Errorf("restart %d: %w", j, err))
 		}
+		// Up to the new process's answer by its clock: the way back
+		// to the busy harness is not the system's time.
 		h := peerHandover{serving: s.at.Sub(trigger), refused: s.refused}
+		if s.answer.At > 0 {
+			h.serving = time.Duration(s.answer.At - mono)
+		}
 		h.splitServing(mono, s.answer)
 		run.hs = append(run.hs, h)
 		cur = s.answer.PID

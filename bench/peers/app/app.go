@@ -41,10 +41,11 @@ var initAt = Mono()
 // New does the start-up and returns the router:
 //
 //	GET /     {"message":"hello"}, the load's request
-//	GET /pid  {"pid":P,"edit":E,"init":I,"startup":[B,F]}: which process
-//	          answered, which version of its source, and when (Mono) it
-//	          was initialised and began and finished its start-up, for
-//	          the trigger → serving time and its parts
+//	GET /pid  {"pid":P,"edit":E,"init":I,"startup":[B,F],"at":A}: which
+//	          process answered, which version of its source, when (Mono)
+//	          it was initialised and began and finished its start-up,
+//	          and when it answered, for the trigger → serving time and
+//	          its parts
 //
 // edit is a constant of the caller's main package: the benchmark's
 // one-line change rewrites it.
@@ -57,6 +58,8 @@ func New(edit string) *gin.Engine {
 	r.Use(gin.Recovery())
 	pid := os.Getpid()
 	r.GET("/", func(c *gin.Context) { c.JSON(200, gin.H{"message": "hello"}) })
-	r.GET("/pid", func(c *gin.Context) { c.JSON(200, gin.H{"pid": pid, "edit": edit, "init": initAt, "startup": startup}) })
+	r.GET("/pid", func(c *gin.Context) {
+		c.JSON(200, gin.H{"pid": pid, "edit": edit, "init": initAt, "startup": startup, "at": Mono()})
+	})
 	return r
 }
