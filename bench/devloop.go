@@ -215,7 +215,7 @@ func startDev(ctx context.Context, e *env, bins *peerBins, sys devSystem) (*devT
 		if t.probed, err = startProc(bins.plain, nil, dir, harness.ChildEnv("PEER_ADDR="+t.addr), filepath.Join(dir, "probed.log")); err != nil {
 			return nil, err
 		}
-		if _, err := waitServed(ctx, t.addr, 2*startTimeout, time.Millisecond, func(pidAnswer) bool { return true }); err != nil {
+		if _, err := waitServed(ctx, t.addr, 2*startTimeout, probeEvery, func(pidAnswer) bool { return true }); err != nil {
 			return t, err
 		}
 		_, err := t.build(ctx)
@@ -260,7 +260,7 @@ program "app" {
 			return nil, err
 		}
 	}
-	s, err := waitServed(ctx, t.addr, 2*startTimeout, time.Millisecond, func(pidAnswer) bool { return true })
+	s, err := waitServed(ctx, t.addr, 2*startTimeout, probeEvery, func(pidAnswer) bool { return true })
 	if err != nil {
 		return t, fmt.Errorf("first build: %w", err)
 	}
@@ -295,7 +295,7 @@ func (t *devTarget) change(ctx context.Context, i int) (devCycle, error) {
 		stop, probing := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(probing)
-			probe(ctx, t.addr, time.Millisecond, stop, func(time.Time, time.Time, pidAnswer, error) {})
+			probe(ctx, t.addr, probeEvery, stop, func(time.Time, time.Time, pidAnswer, error) {})
 		}()
 		took, err := t.build(ctx)
 		close(stop)
@@ -306,7 +306,7 @@ func (t *devTarget) change(ctx context.Context, i int) (devCycle, error) {
 	if err := edit(t.mainGo, label); err != nil {
 		return devCycle{}, err
 	}
-	s, err := waitServed(ctx, t.addr, 2*startTimeout, time.Millisecond, func(a pidAnswer) bool { return a.Edit == label })
+	s, err := waitServed(ctx, t.addr, 2*startTimeout, probeEvery, func(a pidAnswer) bool { return a.Edit == label })
 	if err != nil {
 		return devCycle{}, err
 	}

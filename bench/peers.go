@@ -193,22 +193,25 @@ type served struct {
 	failed  int           // probes that failed
 }
 
-// peerProbeEvery is how often the peers mode starts a probe. Each
-// starts on time, whether the ones before have their answers or not:
-// under the load one probe takes 1 to 2 ms, so probes that each waited
-// for the one before found a new process that began to accept 1 to 2 ms
-// late, more than the systems differ by, while a system whose new
-// process finds probes already waiting in the listen queue (overseer's:
-// nobody accepts during its start-up) never pays that delay. Started
-// every 0.5 ms, the delay is 0.25 ms on average for every system.
-const peerProbeEvery = 500 * time.Microsecond
+// probeEvery is how often a probe starts, on time, whether the ones
+// before have their answers or not. Probes that each waited for the
+// answer to the one before, then 1 ms, started every 2 to 3 ms under the
+// load (a probe takes 1 to 2 ms then), so they came back to a new
+// process that had begun to accept 1 to 1.5 ms late on average, more
+// than the systems differ by; a system whose new process finds a probe
+// already waiting in the listen queue (overseer's: nobody accepts
+// during its start-up) never paid that delay. On time, it is 0.5 ms on
+// average for every system. Every 0.5 ms was tried too: the probes
+// took enough CPU to slow baton's way to the new process (BENCH.md, "A
+// ninth look").
+const probeEvery = time.Millisecond
 
 // maxProbes bounds the probes under way: a probe is skipped while that
 // many wait for their answers.
 const maxProbes = 64
 
 // probe starts GET /pid on a new connection every `every`, not waiting
-// for the answers of the ones before (see peerProbeEvery), until stop is
+// for the answers of the ones before (see probeEvery), until stop is
 // closed, and gives seen each one's start, end and outcome; seen is
 // called from many goroutines at once. It returns once every probe
 // it started has ended.
@@ -613,7 +616,7 @@ func runPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, opt op
 		return nil, fmt.Errorf("%s: %w", sys.name, err)
 	}
 	defer t.kill()
-	first, err := waitServed(ctx, addr, startTimeout, time.Millisecond, func(pidAnswer) bool { return true })
+	first, err := waitServed(ctx, addr, startTimeout, probeEvery, func(pidAnswer) bool { return true })
 	if err != nil {
 		return nil, fmt.Errorf("%s: start: %w", sys.name, err)
 	}
@@ -655,7 +658,7 @@ func runPeer(ctx context.Context, e *env, bins *peerBins, sys peerSystem, opt op
 		if err := t.restart(cur); err != nil {
 			return fail(fmt.Errorf("restart %d: %w", j, err))
 		}
-		s, err := waitServed(ctx, addr, startTimeout, peerProbeEvery, func(a pidAnswer) bool { return a.PID != old })
+		s, err := waitServed(ctx, addr, startTimeout, probeEvery, func(a pidAnswer) bool { return a.PID != old })
 		if err != nil {
 			return fail(fmt.Errorf("restart %d: %w", j, err))
 		}
