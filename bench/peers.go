@@ -195,10 +195,10 @@ type served struct {
 
 // probeEvery is how often a probe starts, on time, whether the ones
 // before have their answers or not. Probes that each waited for the
-// answer to the one before, then 1 ms, started every 2 to 3 ms under the
-// load (a probe takes 1 to 2 ms then), so they came back to a new
-// process that had begun to accept 1 to 1.5 ms late on average, more
-// than the systems differ by; a system whose new process finds a probe
+// answer to the one before, then 1 ms, started every 1.5 to 3 ms under
+// the load (most probes take 0.5 to 2 ms then), so they came back to a
+// new process that had begun to accept about 1 ms late on average, as
+// much as the systems differ by; a system whose new process finds a probe
 // already waiting in the listen queue (overseer's: nobody accepts
 // during its start-up) never paid that delay. On time, it is 0.5 ms on
 // average for every system. Every 0.5 ms was tried too: the probes
